@@ -1,0 +1,224 @@
+"""Typed configuration: the same names in YAML, Python and ``key=value`` CLI overrides.
+
+Unknown keys fail with a suggestion; the resolved config is saved with every run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import LmforgeError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TokenizerConfig(Section):
+    path: Optional[str] = None
+    """An existing tokenizer (folder, run or hub id). When empty, a BPE tokenizer is trained on the data."""
+    vocab_size: int = Field(256, ge=32)
+    """Total vocabulary, special tokens included (the French poet used 128)."""
+    min_frequency: int = Field(2, ge=1)
+
+
+class ModelConfig(Section):
+    preset: Optional[str] = "tiny"
+    """A size preset (see ``lmforge.model.PRESETS``); explicit dimensions below override it."""
+    base: Optional[str] = None
+    """A pretrained model to start from: hub id, local folder or lmforge run (fine-tuning)."""
+    hidden_size: Optional[int] = None
+    num_layers: Optional[int] = None
+    num_heads: Optional[int] = None
+    num_kv_heads: Optional[int] = None
+    intermediate_size: Optional[int] = None
+    context: Optional[int] = None
+    """Block size: tokens per training sequence and the model's maximum positions."""
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    trust_remote_code: bool = False
+    """Run code shipped with a hub model: off unless you trust its author."""
+    attn_implementation: Optional[str] = "sdpa"
+
+
+class LoraConfig(Section):
+    method: Literal["full", "lora", "qlora"] = "full"
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    rslora: bool = False
+    target_modules: Optional[list[str]] = None
+    """Modules that get adapters; empty means every linear layer of the attention and MLP blocks."""
+    modules_to_save: list[str] = []
+    """Modules trained in full beside the adapters, e.g. [embed_tokens, lm_head]."""
+
+
+class SourceConfig(Section):
+    path: str
+    """A file, a folder of files, or a hub dataset name."""
+    weight: float = Field(1.0, gt=0)
+    format: Optional[str] = None
+    """Overrides data.format for this source."""
+    split: str = "train"
+
+
+class DataConfig(Section):
+    train: list[SourceConfig] = []
+    val: list[SourceConfig] = []
+    """Validation sources; when empty the last ``val_fraction`` of the training data is held out."""
+    format: str = "text"
+    """text | alpaca | chat | prompt_completion | template | any registered format."""
+    template: Optional[str] = None
+    """For format=template, e.g. '### Question: "{input}"\\n ### Answer: {output}'."""
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    completion_only: bool = True
+    """Fine-tuning: compute the loss on completion tokens only."""
+
+    @field_validator("train", "val", mode="before")
+    @classmethod
+    def _paths(cls, v: Any) -> Any:
+        if isinstance(v, (str, dict)):
+            v = [v]
+        return [{"path": x} if isinstance(x, str) else x for x in (v or [])]
+
+
+class TrainConfig(Section):
+    objective: str = "causal_lm"
+    objective_args: dict[str, Any] = {}
+    batch_size: int = Field(16, ge=1)
+    """Sequences per micro-batch on each process."""
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(20, ge=0)
+    max_steps: int = Field(200, ge=1)
+    max_time_s: Optional[float] = Field(None, gt=0)
+    """Stop after this many seconds of training (the schedule is stretched over max_steps)."""
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(1.0, ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = False
+    eval_every: int = Field(50, ge=1)
+    eval_batches: int = Field(8, ge=1)
+    save_every: int = Field(100, ge=1)
+    keep_last: int = Field(2, ge=1)
+    best_metric: str = "val_loss"
+    best_mode: Literal["min", "max", "auto"] = "auto"
+    log_every: int = Field(10, ge=1)
+
+
+class SampleConfig(Section):
+    prompts: list[str] = [""]
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.8, ge=0)
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    every: int = Field(100, ge=1)
+
+
+class StageConfig(Section):
+    """A later stage of a multi-stage run: its own data and step count, the same adapter."""
+
+    data: DataConfig
+    max_steps: Optional[int] = None
+    lr: Optional[float] = None
+
+
+class RunConfig(Section):
+    name: str = "run"
+    seed: int = 1337
+    out_dir: str = "runs"
+    log_dir: str = "logs"
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig = ModelConfig()
+    lora: LoraConfig = LoraConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    sample: SampleConfig = SampleConfig()
+    stages: list[StageConfig] = []
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def _parse_value(text: str) -> Any:
+    """``key=value`` values are YAML scalars: 3e-4, true, null, [a, b] all work."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise LmforgeError(f"override {dotted!r}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        out.append(prefix + name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _known_keys(ann, prefix + name + ".")
+    return out
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"])
+    if e["type"] == "extra_forbidden":
+        known = _known_keys(RunConfig)
+        hint = difflib.get_close_matches(loc, known, n=1, cutoff=0.5)
+        if not hint:  # compare the last part only: "train.learning_rate" vs "lr"
+            parent = loc.rsplit(".", 1)[0] + "." if "." in loc else ""
+            last = loc.rsplit(".", 1)[-1]
+            sibs = [k[len(parent):] for k in known if k.startswith(parent) and "." not in k[len(parent):]]
+            hint = [parent + h for h in difflib.get_close_matches(last, sibs, n=1, cutoff=0.4)]
+        return f"{source}: unknown config key {loc!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+    return f"{source}: config key {loc!r}: {e['msg']} (got {e.get('input')!r})"
+
+
+def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), base: Optional[dict] = None) -> RunConfig:
+    """Reads YAML (or starts from ``base``), applies dotted ``key=value`` overrides, validates."""
+    tree: dict = dict(base or {})
+    source = "config"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise LmforgeError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise LmforgeError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise LmforgeError(f"{p}: a config is a mapping of sections, got {type(loaded).__name__}")
+        tree.update(loaded)
+    for item in overrides:
+        if "=" not in item:
+            raise LmforgeError(f"override {item!r} is not key=value")
+        key, _, value = item.partition("=")
+        apply_override(tree, key.strip(), _parse_value(value))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise LmforgeError(_format_error(err, source)) from None
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

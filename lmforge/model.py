@@ -1,0 +1,163 @@
+"""Models are Hugging Face models: size presets -> ``LlamaConfig`` (RoPE, RMSNorm, SwiGLU), pretrained
+models from a folder, a run or the hub, and LoRA/QLoRA adapters through PEFT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .config import LoraConfig, ModelConfig
+from .errors import LmforgeError
+from .hub import hub_errors
+
+
+@dataclass(frozen=True)
+class Preset:
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    context: int
+    num_kv_heads: Optional[int] = None
+
+
+# SwiGLU width is ~8/3 of hidden, rounded to a multiple of 16.
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(64, 2, 4, 176, 128),  # ~0.1M: tests
+    "1m": Preset(128, 4, 4, 352, 64),  # ~0.8M non-embedding, nanoGPT's CPU configuration's size
+    "3m": Preset(192, 6, 6, 512, 128),  # the demo's poet
+    "10m": Preset(384, 6, 6, 1024, 256),
+    "40m": Preset(512, 12, 8, 1376, 256),  # the "tiny poetic LLM" seed's size
+}
+
+
+def llama_config(cfg: ModelConfig, tokenizer):
+    from transformers import LlamaConfig
+
+    if cfg.preset is not None and cfg.preset not in PRESETS:
+        import difflib
+
+        hint = difflib.get_close_matches(cfg.preset, PRESETS, n=1)
+        raise LmforgeError(f"model.preset: unknown preset {cfg.preset!r}" + (f"; did you mean {hint[0]!r}?" if hint else
+                           f"; known: {', '.join(PRESETS)}"))
+    p = PRESETS.get(cfg.preset) if cfg.preset else None
+    pick = lambda name: getattr(cfg, name) if getattr(cfg, name) is not None else (getattr(p, name) if p else None)
+    dims = {k: pick(k) for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "context", "num_kv_heads")}
+    missing = [k for k, v in dims.items() if v is None and k != "num_kv_heads"]
+    if missing:
+        raise LmforgeError(f"model: set model.preset or model.{missing[0]}")
+    if dims["hidden_size"] % dims["num_heads"]:
+        raise LmforgeError(f"model.hidden_size={dims['hidden_size']} is not divisible by model.num_heads={dims['num_heads']}")
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=dims["hidden_size"],
+        intermediate_size=dims["intermediate_size"],
+        num_hidden_layers=dims["num_layers"],
+        num_attention_heads=dims["num_heads"],
+        num_key_value_heads=dims["num_kv_heads"] or dims["num_heads"],
+        max_position_embeddings=dims["context"],
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        tie_word_embeddings=cfg.tie_embeddings,
+        attention_dropout=cfg.dropout,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        use_cache=True,
+    )
+
+
+def build_model(cfg: ModelConfig, tokenizer, seed: int = 0):
+    """A freshly initialised ``LlamaForCausalLM`` (same seed, same weights)."""
+    from transformers import LlamaForCausalLM
+
+    config = llama_config(cfg, tokenizer)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM._from_config(config, attn_implementation=cfg.attn_implementation)
+
+
+def resolve_model_path(name: str | Path) -> str:
+    """An lmforge run folder resolves to its best checkpoint, else its final model."""
+    p = Path(name)
+    for sub in ("best", "model"):
+        if (p / sub / "config.json").is_file():
+            return str(p / sub)
+    return str(name)
+
+
+def load_pretrained(name: str | Path, trust_remote_code: bool = False, dtype=None, attn_implementation=None,
+                    quantization_config=None):
+    """A causal LM from a folder, run or hub id; safetensors only; remote code only when asked."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name)
+    if Path(path).is_dir() and (Path(path) / "adapter_config.json").is_file():
+        return _load_adapter(path, trust_remote_code)
+    kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    with hub_errors(str(name), "model"):
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def _load_adapter(path: str, trust_remote_code: bool):
+    from peft import AutoPeftModelForCausalLM
+
+    with hub_errors(path, "LoRA adapter"):
+        return AutoPeftModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def apply_lora(model, cfg: LoraConfig):
+    """Wraps ``model`` with PEFT LoRA adapters; only adapters (and modules_to_save) stay trainable."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        use_rslora=cfg.rslora,
+        target_modules=cfg.target_modules or "all-linear",
+        modules_to_save=cfg.modules_to_save or None,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, peft_cfg)
+    except ValueError as e:
+        raise LmforgeError(f"lora: {str(e).splitlines()[0]}") from None
+
+
+def qlora_quantization_config():
+    """bitsandbytes 4-bit NF4 with bf16 compute; CUDA only."""
+    if not torch.cuda.is_available():
+        raise LmforgeError("lora.method=qlora needs a CUDA GPU (bitsandbytes 4-bit); on this machine use lora.method=lora")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise LmforgeError("lora.method=qlora needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def count_params(model, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def flops_per_token(model, context: int) -> float:
+    """Training FLOPs per token: 6 x (matmul weights, output head included) + attention scores.
+
+    The attention term is 12 * layers * hidden * context (PaLM appendix B, as in nanoGPT's MFU).
+    """
+    cfg = model.config
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))  # lm_head included
+    return 6.0 * matmul + 12.0 * cfg.num_hidden_layers * cfg.hidden_size * context

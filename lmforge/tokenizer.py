@@ -1,0 +1,112 @@
+"""Byte-pair encoding tokenizers trained with Hugging Face ``tokenizers``, and loading any tokenizer.
+
+Small vocabularies (down to ~100) work because the base alphabet is characters, not bytes: the most
+frequent characters of the corpus plus JSON's punctuation and digits (so constrained JSON decoding
+always has the tokens it needs); anything else becomes UNK. Whitespace, newlines included, is kept
+exactly, so verse keeps its line breaks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Optional
+
+from .errors import LmforgeError
+
+BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
+SPECIALS = [PAD, BOS, EOS, UNK]
+# Always in the alphabet: JSON's structural characters, digits, quote and escape, space and newline.
+JSON_ALPHABET = list('{}[]:,"\\-.0123456789 \n') + list("truefalsn")
+# Pieces: an optional space then a run of letters, or of digits, or one other character; whitespace runs.
+PRETOKENIZE = r" ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]|\s+"
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    out_dir: Optional[str | Path] = None,
+    min_frequency: int = 2,
+    model_max_length: int = 1024,
+):
+    """Trains a character-level BPE on ``texts``; returns a ``PreTrainedTokenizerFast`` (saved if out_dir)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = list(texts)
+    counts = Counter()
+    for t in texts:
+        counts.update(t)
+    if not counts:
+        raise LmforgeError("cannot train a tokenizer on an empty corpus")
+    room = vocab_size - len(SPECIALS)
+    base = list(dict.fromkeys(JSON_ALPHABET))
+    if room < len(base):
+        raise LmforgeError(f"tokenizer.vocab_size={vocab_size} is too small: need at least {len(base) + len(SPECIALS)}")
+    # fill the alphabet with the corpus's most frequent characters, up to ~3/4 of the vocabulary
+    alphabet_size = max(len(base), min(len(counts) + len(base), int(room * 0.75)))
+    for ch, _ in counts.most_common():
+        if len(base) >= alphabet_size:
+            break
+        if ch not in base:
+            base.append(ch)
+
+    tok = Tokenizer(models.BPE(unk_token=UNK, fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(PRETOKENIZE), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIALS,
+        initial_alphabet=base,
+        limit_alphabet=len(base),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        pad_token=PAD,
+        model_max_length=model_max_length,
+        clean_up_tokenization_spaces=False,
+    )
+    if out_dir is not None:
+        fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def chars_per_token(tokenizer, texts: Iterable[str]) -> float:
+    n_chars = n_tokens = 0
+    for t in texts:
+        n_chars += len(t)
+        n_tokens += len(tokenizer(t, add_special_tokens=False)["input_ids"])
+    return n_chars / max(n_tokens, 1)
+
+
+def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False):
+    """Any tokenizer ``AutoTokenizer`` can load: an lmforge run, a folder, or a hub id."""
+    from transformers import AutoTokenizer
+
+    from .hub import hub_errors
+
+    path = Path(name_or_path)
+    if (path / "model").is_dir() and not (path / "tokenizer.json").exists():
+        path = path / "model"  # an lmforge run folder
+    with hub_errors(str(name_or_path), "tokenizer"):
+        return AutoTokenizer.from_pretrained(str(path) if path.exists() else str(name_or_path),
+                                             trust_remote_code=trust_remote_code)
+
+
+def ensure_pad(tokenizer) -> bool:
+    """The PAD rule: PAD must exist and differ from EOS, or a model learns to never stop.
+
+    Adds a distinct ``<pad>`` when needed; returns True when the vocabulary grew (resize embeddings).
+    """
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return False
+    before = len(tokenizer)
+    tokenizer.add_special_tokens({"pad_token": PAD})
+    return len(tokenizer) > before
+

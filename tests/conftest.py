@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny tokenizers and models built in the test itself (no network)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+VERSE = (
+    "Le vent se lève, il faut tenter de vivre.\n"
+    "The sea is calm tonight, the tide is full.\n"
+    "Demain, dès l'aube, à l'heure où blanchit la campagne,\n"
+    "Je partirai. Vois-tu, je sais que tu m'attends.\n"
+    "Shall I compare thee to a summer's day?\n"
+    'Answer: {"references": [{"canto": 2, "lines": [-1]}]}\n'
+)
+
+
+def shared_file(name: str) -> Path:
+    p = SHARED / name
+    if not p.is_file():
+        pytest.skip(f"reference data {p} is absent (it lives in ../shared/data beside the checkout)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    from lmforge.tokenizer import train_tokenizer
+
+    out = tmp_path_factory.mktemp("tok")
+    return train_tokenizer([VERSE * 20], vocab_size=128, out_dir=out)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A saved tiny Llama + tokenizer folder: the same loading path as a hub id."""
+    from lmforge.config import ModelConfig
+    from lmforge.model import build_model
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out
