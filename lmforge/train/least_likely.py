@@ -1,0 +1,197 @@
+"""Least-likely-token objectives, and the reference model they learn from.
+
+Every loss is a pure function of logits (B, T, V), labels (B, T) and, where needed, the reference's
+logits (B, T, V); it returns a *sum* over the positions whose shifted label is not -100, which the
+registered wrapper divides by ``batch["num_tokens"]`` (see ``objectives.py`` for why).
+
+- ``least_likely``: soft inverse distillation, KL(softmax(-beta * z_ref) || q). The target puts most
+  mass on the reference's least likely tokens. beta sets how sharp: beta -> 0 is the uniform
+  distribution (what a loss that only pushes the likely tokens down converges to), large beta is the
+  reference's argmin alone.
+- ``least_likely_hard``: cross-entropy toward the reference's argmin (over well-formed tokens if asked).
+- ``unlikelihood``: Welleck et al. 2019, token level: MLE + alpha * -log(1 - p(c)) for the tokens c
+  already in the context (except the target itself).
+- ``confidence_penalty``: Pereyra et al. 2017: cross-entropy - beta * entropy of the model's prediction.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import LmforgeError
+from ..registry import OBJECTIVES
+from .objectives import IGNORE, forward_logits, shift, token_nll_sum
+
+# ---------------------------------------------------------------------------------------------
+# Pure tensor functions (labels are *unshifted*: label t is the token at position t)
+# ---------------------------------------------------------------------------------------------
+
+
+def inverse_target(ref_logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """Log-probabilities of softmax(-beta * z_ref): the soft 'least likely' target, same shape as z_ref."""
+    return F.log_softmax(-beta * ref_logits.float(), dim=-1)
+
+
+def inverse_kl_sum(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+    """Summed KL(softmax(-beta z_ref) || softmax(z)) over next-token positions with a label."""
+    lg, lb = shift(logits, labels)  # (B, T-1, V), (B, T-1)
+    ref, _ = shift(ref_logits, labels)
+    keep = lb != IGNORE
+    log_p = inverse_target(ref[keep], beta)  # (N, V) target
+    log_q = F.log_softmax(lg[keep].float(), dim=-1)  # (N, V) model
+    return (log_p.exp() * (log_p - log_q)).sum()
+
+
+def argmin_targets(ref_logits: torch.Tensor, allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The reference's least likely token at each position (B, T), among ``allowed`` (BoolTensor[V]) if given."""
+    z = ref_logits.float()
+    if allowed is not None:
+        z = z.masked_fill(~allowed.to(z.device), float("inf"))
+    return z.argmin(dim=-1)
+
+
+def hard_inverse_ce_sum(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor,
+                        allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Summed cross-entropy toward the reference's argmin at next-token positions with a label."""
+    lg, lb = shift(logits, labels)
+    ref, _ = shift(ref_logits, labels)
+    target = argmin_targets(ref, allowed).masked_fill(lb == IGNORE, IGNORE)  # (B, T-1)
+    return F.cross_entropy(lg.reshape(-1, lg.size(-1)).float(), target.reshape(-1), ignore_index=IGNORE,
+                           reduction="sum")
+
+
+def previous_token_candidates(input_ids: torch.Tensor, vocab_size: int,
+                              attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """BoolTensor (B, T-1, V): c is a candidate at position t when it occurs in input_ids[:, :t+1].
+
+    Position t predicts token t+1, so its context is tokens 0..t (padding excluded). The target itself
+    is removed by the caller (Welleck et al.: C_t = {x_1..x_{t-1}} minus {x_t}).
+    """
+    B, T = input_ids.shape
+    pos = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
+    if attention_mask is not None:
+        pos = pos.masked_fill(~attention_mask.bool(), T)  # padding never counts as seen
+    # first position at which each token occurs (T when never): (B, V); avoids a (B, T, V) integer one-hot
+    first = torch.full((B, vocab_size), T, dtype=pos.dtype, device=pos.device)
+    first = first.scatter_reduce(1, input_ids, pos, reduce="amin")
+    return first.unsqueeze(1) <= torch.arange(T - 1, device=pos.device).view(1, -1, 1)  # (B, T-1, V)
+
+
+def unlikelihood_sum(logits: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor,
+                     attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Summed -log(1 - p(c)) over previous-context candidates c != target, at positions with a label."""
+    lg, lb = shift(logits, labels)
+    cand = previous_token_candidates(input_ids, lg.size(-1), attention_mask)  # (B, T-1, V)
+    keep = lb != IGNORE
+    cand = cand & keep.unsqueeze(-1)
+    target = lb.clamp_min(0).unsqueeze(-1)
+    cand = cand.scatter(-1, target, False)  # never push the correct token down
+    p = F.softmax(lg.float(), dim=-1)
+    # clamp as the paper's code does: 1 - p can underflow to 0 when the model is certain
+    return -(torch.log((1.0 - p).clamp_min(1e-5)) * cand).sum()
+
+
+def entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed entropy (nats) of the model's next-token distribution at positions with a label."""
+    lg, lb = shift(logits, labels)
+    logq = F.log_softmax(lg[lb != IGNORE].float(), dim=-1)  # (N, V)
+    return -(logq.exp() * logq).sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference model: the adapter-disabled model under LoRA, a frozen copy otherwise
+# ---------------------------------------------------------------------------------------------
+
+
+def make_reference(model, peft: bool) -> Callable[[dict], torch.Tensor]:
+    """Returns ``reference(batch) -> logits (B, T, V)`` under no_grad, in eval mode (no dropout).
+
+    With ``peft`` the reference is ``model`` itself with its adapters (and modules_to_save) disabled:
+    no second copy of the weights. Without, a frozen deep copy taken now, before any training step.
+    """
+    if peft:
+        if not hasattr(model, "disable_adapter"):
+            raise LmforgeError("lora.method is lora/qlora but the model has no PEFT adapter to disable")
+        target = model
+
+        def reference(batch):
+            modes = {m: m.training for m in target.modules()}
+            target.eval()
+            try:
+                with torch.no_grad(), target.disable_adapter():
+                    return forward_logits(target, batch)
+            finally:  # restore train/eval per module, exactly as they were
+                for m, was_training in modes.items():
+                    m.training = was_training
+    else:
+        target = copy.deepcopy(model).eval().requires_grad_(False)
+
+        def reference(batch):
+            with torch.no_grad():
+                return forward_logits(target, batch)
+
+    reference.model = target  # for inspection and tests
+    return reference
+
+
+def _need_reference(reference, name: str):
+    if reference is None:
+        raise LmforgeError(f"train.objective={name} needs a reference model (the loop passes none)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Registered objectives: thin wrappers, ``(model, batch, reference, **objective_args)``
+# ---------------------------------------------------------------------------------------------
+
+
+@OBJECTIVES.register("least_likely", needs_reference=True, needs_tokenizer=False, higher_is_better=False)
+def least_likely(model, batch, reference=None, beta: float = 1.0):
+    """Soft inverse distillation: KL(softmax(-beta z_ref) || q), objective_args: {beta: 1.0}."""
+    _need_reference(reference, "least_likely")
+    ref = reference(batch)
+    logits = forward_logits(model, batch)
+    kl = inverse_kl_sum(logits, ref, batch["labels"], beta)
+    return kl / batch["num_tokens"], {"inverse_kl_sum": kl.detach()}
+
+
+@OBJECTIVES.register("least_likely_hard", needs_reference=True, needs_tokenizer=True, higher_is_better=False)
+def least_likely_hard(model, batch, reference=None, well_formed: bool = False, tokenizer=None):
+    """Cross-entropy toward the reference's argmin; objective_args: {well_formed: true} limits it to
+    well-formed tokens (the loop passes ``tokenizer`` to objectives with ``needs_tokenizer``)."""
+    _need_reference(reference, "least_likely_hard")
+    allowed = None
+    if well_formed:
+        if tokenizer is None:
+            raise LmforgeError("train.objective_args.well_formed=true needs the tokenizer (the loop passes none)")
+        from ..decoding import well_formed_mask
+
+        allowed = well_formed_mask(tokenizer)
+    ref = reference(batch)
+    logits = forward_logits(model, batch)
+    if allowed is not None and allowed.numel() < logits.size(-1):  # embeddings padded past the tokenizer
+        allowed = F.pad(allowed, (0, logits.size(-1) - allowed.numel()), value=False)
+    ce = hard_inverse_ce_sum(logits, ref, batch["labels"], allowed)
+    return ce / batch["num_tokens"], {"argmin_ce_sum": ce.detach()}
+
+
+@OBJECTIVES.register("unlikelihood", needs_reference=False, needs_tokenizer=False, higher_is_better=False)
+def unlikelihood(model, batch, reference=None, alpha: float = 1.0):
+    """MLE + alpha * token-level unlikelihood on previous-context tokens; objective_args: {alpha: 1.0}."""
+    logits = forward_logits(model, batch)
+    nll = token_nll_sum(logits, batch["labels"])
+    ul = unlikelihood_sum(logits, batch["input_ids"], batch["labels"], batch.get("attention_mask"))
+    loss = (nll + alpha * ul) / batch["num_tokens"]
+    return loss, {"nll_sum": nll.detach(), "unlikelihood_sum": ul.detach()}
+
+
+@OBJECTIVES.register("confidence_penalty", needs_reference=False, needs_tokenizer=False, higher_is_better=False)
+def confidence_penalty(model, batch, reference=None, beta: float = 0.1):
+    """Cross-entropy - beta * entropy; objective_args: {beta: 0.1}."""
+    logits = forward_logits(model, batch)
+    nll = token_nll_sum(logits, batch["labels"])
+    ent = entropy_sum(logits, batch["labels"])
+    return (nll - beta * ent) / batch["num_tokens"], {"nll_sum": nll.detach(), "entropy_sum": ent.detach()}

@@ -1,0 +1,186 @@
+"""Least-likely objectives against hand computations; the reference is the adapter-disabled model."""
+
+from __future__ import annotations
+
+import gc
+import math
+import warnings
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lmforge.registry import OBJECTIVES
+from lmforge.train import least_likely as ll
+
+LN = torch.log
+
+
+class FixedLogits(torch.nn.Module):
+    """A 'model' that returns the given logits (B, T, V), whatever the input."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, input_ids=None, attention_mask=None):
+        return SimpleNamespace(logits=self.logits)
+
+
+def q4():
+    return LN(torch.tensor([0.1, 0.2, 0.3, 0.4]))  # logits whose softmax is exactly [.1 .2 .3 .4]
+
+
+def test_registered_with_reference_flags():
+    for name, needs in [("least_likely", True), ("least_likely_hard", True), ("unlikelihood", False),
+                        ("confidence_penalty", False)]:
+        assert OBJECTIVES.get(name).needs_reference is needs
+
+
+def test_inverse_kl_by_hand_and_shifted():
+    # T=3; only the last token is a target, so only logits position 1 counts (position t predicts t+1).
+    ref = torch.zeros(1, 3, 4)
+    ref[0, 1] = LN(torch.tensor([1.0, 2.0, 3.0, 4.0]))  # softmax(-z) = [1, 1/2, 1/3, 1/4] / (25/12)
+    ref[0, 2] = 0.0  # would be used if labels were not shifted: KL(uniform || uniform) = 0
+    logits = torch.zeros(1, 3, 4)  # q uniform
+    labels = torch.tensor([[-100, -100, 2]])
+    # KL(p||u) = sum p ln(4p), p = [.48 .24 .16 .12]
+    hand = .48 * math.log(1.92) + .24 * math.log(.96) + .16 * math.log(.64) + .12 * math.log(.48)
+    assert ll.inverse_kl_sum(logits, ref, labels, beta=1.0).item() == pytest.approx(hand, rel=1e-5)
+    assert hand == pytest.approx(0.1438366, rel=1e-6)
+    # the registered wrapper divides by the step's token count and uses objective_args
+    batch = {"input_ids": torch.zeros(1, 3, dtype=torch.long), "labels": labels, "num_tokens": 2}
+    loss, _ = OBJECTIVES.get("least_likely")(FixedLogits(logits), batch, lambda b: ref, beta=1.0)
+    assert loss.item() == pytest.approx(hand / 2, rel=1e-5)
+
+
+def test_inverse_kl_is_zero_at_the_target_and_beta_sharpens():
+    ref = torch.randn(2, 5, 7)
+    labels = torch.ones(2, 5, dtype=torch.long)
+    assert ll.inverse_kl_sum(-2.0 * ref, ref, labels, beta=2.0).item() == pytest.approx(0.0, abs=1e-5)
+    # the target is not uniform: uniform q is far from softmax(-3 z) (the failure of the seed's loss)
+    assert ll.inverse_kl_sum(torch.zeros_like(ref), ref, labels, beta=3.0).item() > 0.1
+    p = ll.inverse_target(ref, 50.0).exp()
+    assert torch.equal(p.argmax(-1), ref.argmin(-1)) and (p.max(-1).values > 0.9).all()
+
+
+def test_hard_ce_toward_argmin_with_and_without_mask():
+    ref = torch.zeros(1, 2, 4)
+    ref[0, 0] = torch.tensor([0.5, -1.0, 2.0, 0.0])  # argmin 1; among {0, 2, 3}: 3
+    ref[0, 1] = torch.tensor([-9.0, 0.0, 0.0, 0.0])  # would be the target without the shift
+    logits = q4().expand(1, 2, 4).clone()
+    labels = torch.tensor([[-100, 0]])
+    assert ll.hard_inverse_ce_sum(logits, ref, labels).item() == pytest.approx(-math.log(0.2), rel=1e-5)
+    allowed = torch.tensor([True, False, True, True])
+    assert ll.hard_inverse_ce_sum(logits, ref, labels, allowed).item() == pytest.approx(-math.log(0.4), rel=1e-5)
+
+
+def test_hard_well_formed_needs_tokenizer():
+    from lmforge.errors import LmforgeError
+
+    batch = {"input_ids": torch.zeros(1, 2, dtype=torch.long), "labels": torch.zeros(1, 2, dtype=torch.long),
+             "num_tokens": 1}
+    with pytest.raises(LmforgeError, match="well_formed"):
+        ll.least_likely_hard(FixedLogits(torch.zeros(1, 2, 4)), batch, lambda b: torch.zeros(1, 2, 4), well_formed=True)
+
+
+def test_unlikelihood_by_hand():
+    # ids 0 1 0 2: position 0 predicts 1 (C={0}); 1 predicts 0 (C={1}); 2 predicts 2 (C={0,1})
+    ids = torch.tensor([[0, 1, 0, 2]])
+    logits = q4().expand(1, 4, 4).clone()
+    ul = -(2 * math.log(0.9) + 2 * math.log(0.8))
+    assert ll.unlikelihood_sum(logits, ids, ids).item() == pytest.approx(ul, rel=1e-5)
+    nll = -(math.log(0.2) + math.log(0.1) + math.log(0.3))
+    batch = {"input_ids": ids, "labels": ids, "num_tokens": 3}
+    loss, m = OBJECTIVES.get("unlikelihood")(FixedLogits(logits), batch, None, alpha=0.5)
+    assert loss.item() == pytest.approx((nll + 0.5 * ul) / 3, rel=1e-5)
+    # left padding (token 3) is never a candidate; masked labels are not scored
+    ids_p = torch.tensor([[3, 0, 1, 0, 2]])
+    lab_p = torch.tensor([[-100, -100, 1, 0, 2]])
+    am = torch.tensor([[0, 1, 1, 1, 1]])
+    lg_p = q4().expand(1, 5, 4).clone()
+    assert ll.unlikelihood_sum(lg_p, ids_p, lab_p, am).item() == pytest.approx(ul, rel=1e-5)
+
+
+def test_candidates_exclude_the_future():
+    ids = torch.tensor([[2, 0, 1]])
+    cand = ll.previous_token_candidates(ids, 3)  # (1, 2, 3)
+    assert cand[0].tolist() == [[False, False, True], [True, False, True]]
+
+
+def test_confidence_penalty_by_hand():
+    logits = torch.stack([q4(), torch.zeros(4)]).unsqueeze(0)  # position 1 would be used without the shift
+    labels = torch.tensor([[-100, 3]])
+    H = -sum(p * math.log(p) for p in (0.1, 0.2, 0.3, 0.4))
+    batch = {"input_ids": torch.zeros(1, 2, dtype=torch.long), "labels": labels, "num_tokens": 1}
+    loss, _ = OBJECTIVES.get("confidence_penalty")(FixedLogits(logits), batch, None, beta=0.5)
+    assert loss.item() == pytest.approx(-math.log(0.4) - 0.5 * H, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference model
+# ---------------------------------------------------------------------------------------------
+
+
+def _tensor_elements() -> int:
+    """Elements held by every live tensor: a copy of the weights would add the model's size."""
+    gc.collect()
+    with warnings.catch_warnings():  # isinstance() touches deprecated torch module attributes
+        warnings.simplefilter("ignore")
+        return sum(o.numel() for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+
+def _batch(vocab):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, vocab, (2, 12), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def test_lora_reference_is_the_adapter_disabled_base(tiny_model_dir):
+    from lmforge.config import LoraConfig
+    from lmforge.model import apply_lora, load_pretrained
+
+    base = load_pretrained(tiny_model_dir).eval()
+    batch = _batch(base.config.vocab_size)
+    with torch.no_grad():
+        want = base(**batch).logits
+    model = apply_lora(load_pretrained(tiny_model_dir),
+                       LoraConfig(method="lora", r=4, modules_to_save=["embed_tokens", "lm_head"]))
+    with torch.no_grad():  # change the adapter and the trained-in-full copies away from the base
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+    model.train()
+    before = _tensor_elements()
+    reference = ll.make_reference(model, peft=True)
+    assert _tensor_elements() == before  # no copy of the weights
+    assert reference.model is model
+    got = reference(batch)
+    assert not got.requires_grad
+    torch.testing.assert_close(got, want)
+    assert model.training and all(m.training for m in model.modules())  # modes restored
+    with torch.no_grad():
+        adapted = model.eval()(**batch).logits
+    assert (adapted - want).abs().max() > 1e-3  # the adapter is live again after the reference call
+
+
+def test_full_reference_is_a_frozen_copy(tiny_model_dir):
+    from lmforge.model import load_pretrained
+
+    model = load_pretrained(tiny_model_dir)
+    batch = _batch(model.config.vocab_size)
+    reference = ll.make_reference(model, peft=False)
+    ptrs = {p.data_ptr() for p in model.parameters()}
+    assert all(p.data_ptr() not in ptrs and not p.requires_grad for p in reference.model.parameters())
+    want = reference(batch)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)
+    torch.testing.assert_close(reference(batch), want)  # training the model leaves the reference alone
+
+
+def test_lora_reference_needs_an_adapter(tiny_model_dir):
+    from lmforge.errors import LmforgeError
+
+    with pytest.raises(LmforgeError, match="adapter"):
+        ll.make_reference(torch.nn.Linear(2, 2), peft=True)
