@@ -1,0 +1,433 @@
+"""Checks a model, tokenizer, generation settings and data for the known pitfalls, before they cost a run.
+
+Each check is a small registered function ``(Setup) -> list[Finding]`` that stays silent when it has
+nothing to look at. ``lmforge generate`` and ``lmforge finetune`` call ``check(...)`` then
+``raise_on_errors(...)``, so they refuse the same mistakes with the same messages as ``lmforge doctor``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import LmforgeError
+from .registry import Registry
+
+CHECKS = Registry("doctor check")
+SEVERITIES = ("error", "warning", "info")
+# Sampling knobs and their Hugging Face defaults: set to anything else, they only matter when sampling.
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p": 1.0, "min_p": None}
+GENERATION_KEYS = {"max_length", "max_new_tokens", "do_sample", "eos_token_id", "pad_token_id", *SAMPLING_DEFAULTS}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: how bad it is, what is wrong and why, and what to do about it."""
+
+    check: str
+    severity: str  # error | warning | info
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.severity} [{self.check}]: {self.message}; fix: {self.fix}"
+
+
+@dataclass
+class Setup:
+    """Everything a check may look at; any part may be None (the checks that need it stay silent)."""
+
+    model: Any = None
+    tokenizer: Any = None
+    generation: Optional[dict] = None
+    prompts: Optional[list[str]] = None
+    rows: Optional[list[dict]] = None
+    where: Optional[list[str]] = None  # "file:line" of each row, for messages
+    append_eos: bool = True
+    data_format: Optional[str] = None
+    max_positions: Optional[int] = None
+    purpose: str = "doctor"  # doctor | train | generate: how strict the PAD checks are
+    _lengths: dict = field(default_factory=dict, repr=False)
+
+    def row_at(self, i: int) -> str:
+        return self.where[i] if self.where and i < len(self.where) else f"row {i + 1}"
+
+    def n_tokens(self, text: str) -> int:
+        """Token count without special tokens (cached: several checks measure the same prompts)."""
+        if text not in self._lengths:
+            self._lengths[text] = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._lengths[text]
+
+
+def check(model=None, tokenizer=None, generation: Optional[dict] = None, prompts: Optional[list[str]] = None,
+          rows: Optional[list[dict]] = None, append_eos: bool = True, data_format: Optional[str] = None,
+          max_positions: Optional[int] = None, purpose: str = "doctor", where: Optional[list[str]] = None,
+          only: Optional[list[str]] = None) -> list[Finding]:
+    """Runs every registered check (or those named in ``only``); findings sorted errors first."""
+    if purpose not in ("doctor", "train", "generate"):
+        raise ValueError(f"purpose must be doctor, train or generate, got {purpose!r}")
+    setup = Setup(model, tokenizer, generation, prompts, rows, where, append_eos, data_format, max_positions, purpose)
+    findings = []
+    for name in only or CHECKS.names():
+        findings += CHECKS.get(name)(setup)
+    return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
+
+
+def raise_on_errors(findings: list[Finding]) -> None:
+    """Raises ``LmforgeError`` with the first error's message and fix; warnings pass."""
+    for f in findings:
+        if f.severity == "error":
+            raise LmforgeError(f"{f.message}; fix: {f.fix}")
+
+
+# ---- helpers -----------------------------------------------------------------------------------------
+
+def row_kind(row: dict) -> Optional[str]:
+    """Which of the known data formats a row is in (None when none fits)."""
+    if not isinstance(row, dict):
+        return None
+    if "messages" in row:
+        return "chat"
+    if "instruction" in row and "output" in row:
+        return "alpaca"
+    if "prompt" in row and "completion" in row:
+        return "prompt_completion"
+    if "input" in row and "output" in row:
+        return "input_output"
+    if "text" in row:
+        return "text"
+    return None
+
+
+def completion_of(row: dict) -> Optional[str]:
+    """The text the model learns to produce (the one that must end with EOS); None for chat rows."""
+    kind = row_kind(row)
+    key = {"text": "text", "prompt_completion": "completion", "alpaca": "output", "input_output": "output"}.get(kind)
+    value = row.get(key) if key else None
+    return value if isinstance(value, str) else None
+
+
+def full_text(row: dict) -> str:
+    """Every string of the row joined: an upper bound of what a training example holds."""
+    if row_kind(row) == "chat":
+        return "\n".join(str(m.get("content", "")) for m in row["messages"] if isinstance(m, dict))
+    return "\n".join(v for v in row.values() if isinstance(v, str))
+
+
+def max_positions(setup: Setup) -> Optional[int]:
+    """The model's context: explicit, else its config, else a plausible tokenizer limit."""
+    if setup.max_positions:
+        return setup.max_positions
+    cfg = getattr(setup.model, "config", None)
+    n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if n:
+        return int(n)
+    limit = getattr(setup.tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 1_000_000 else None  # HF puts 1e30 where there is no limit
+
+
+def embedding_rows(model) -> Optional[int]:
+    emb = model.get_input_embeddings() if model is not None and hasattr(model, "get_input_embeddings") else None
+    return getattr(emb, "num_embeddings", None)
+
+
+def _ids(value) -> set:
+    return set(value) if isinstance(value, (list, tuple)) else ({value} if value is not None else set())
+
+
+# ---- checks ------------------------------------------------------------------------------------------
+
+@CHECKS.register("pad")
+def check_pad(s: Setup) -> list[Finding]:
+    """PAD must exist and differ from EOS: with PAD == EOS, masking padding masks every EOS and the model never stops."""
+    tok = s.tokenizer
+    if tok is None or tok.eos_token is None or s.purpose == "generate":
+        return []  # generation masks padding with the attention mask: PAD == EOS is harmless there
+    if tok.pad_token is None:
+        sev = "error" if s.purpose == "train" else "warning"
+        return [Finding("pad", sev, "the tokenizer has no PAD token: batches cannot be padded",
+                        "add a distinct PAD (lmforge.tokenizer.ensure_pad, then model.resize_token_embeddings)")]
+    if tok.pad_token_id == tok.eos_token_id:
+        return [Finding("pad", "error", f"PAD is the same token as EOS ({tok.eos_token!r}, id {tok.eos_token_id}): "
+                        "masking padding out of the loss masks every EOS, so the model never learns to stop",
+                        "add a distinct PAD token (lmforge.tokenizer.ensure_pad, then model.resize_token_embeddings)")]
+    return []
+
+
+@CHECKS.register("eos")
+def check_eos(s: Setup) -> list[Finding]:
+    """A tokenizer without EOS cannot mark where a text ends; the model's EOS id should match the tokenizer's."""
+    tok = s.tokenizer
+    if tok is None:
+        return []
+    if tok.eos_token is None:
+        return [Finding("eos", "error", "the tokenizer has no EOS token: training cannot mark ends, generation never stops",
+                        "tokenizer.add_special_tokens({'eos_token': '</s>'}) then model.resize_token_embeddings")]
+    out = []
+    for where, value in (("model.config", getattr(getattr(s.model, "config", None), "eos_token_id", None)),
+                         ("generation", (s.generation or {}).get("eos_token_id"))):
+        ids = _ids(value)
+        if ids and tok.eos_token_id not in ids:
+            out.append(Finding("eos", "warning", f"{where}.eos_token_id={value} but the tokenizer's EOS "
+                               f"{tok.eos_token!r} is id {tok.eos_token_id}: generation stops on the wrong token",
+                               f"set {where}.eos_token_id={tok.eos_token_id}"))
+    return out
+
+
+@CHECKS.register("special_tokens")
+def check_special_tokens(s: Setup) -> list[Finding]:
+    """Every special token must be in the vocabulary (else it silently becomes UNK) and inside the embedding."""
+    tok = s.tokenizer
+    if tok is None:
+        return []
+    vocab = tok.get_vocab()
+    rows = embedding_rows(s.model)
+    out = []
+    for name, value in tok.special_tokens_map.items():
+        for t in value if isinstance(value, list) else [value]:
+            if t not in vocab:
+                out.append(Finding("special_tokens", "error", f"{name} {t!r} is not in the vocabulary "
+                                   f"(it encodes as UNK, id {tok.unk_token_id})",
+                                   f"tokenizer.add_special_tokens({{'{name}': {t!r}}}) then model.resize_token_embeddings"))
+            elif rows is not None and vocab[t] >= rows:
+                out.append(Finding("special_tokens", "error", f"{name} {t!r} has id {vocab[t]}, outside the "
+                                   f"model's {rows}-row embedding", "model.resize_token_embeddings(len(tokenizer))"))
+    return out
+
+
+@CHECKS.register("vocab_size")
+def check_vocab_size(s: Setup) -> list[Finding]:
+    """More tokens than embedding rows: the extra ids index past the matrix (an IndexError, or garbage on GPU)."""
+    rows = embedding_rows(s.model)
+    if s.tokenizer is None or rows is None or len(s.tokenizer) <= rows:
+        return []  # more rows than tokens is normal (rows are often padded to a multiple of 64)
+    return [Finding("vocab_size", "error", f"the tokenizer has {len(s.tokenizer)} tokens but the model's embedding "
+                    f"has {rows} rows", "model.resize_token_embeddings(len(tokenizer)) and train the new rows")]
+
+
+@CHECKS.register("data_rows")
+def check_data_rows(s: Setup) -> list[Finding]:
+    """Each row must be in a known format, else the data loader cannot tell prompt from completion."""
+    for i, row in enumerate(s.rows or []):
+        if row_kind(row) is None:
+            keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+            return [Finding("data_rows", "error", f"{s.row_at(i)}: row has keys {keys}, no known format",
+                            "use instruction/input/output (Alpaca), messages (chat), prompt/completion, or text")]
+    return []
+
+
+@CHECKS.register("eos_in_data")
+def check_eos_in_data(s: Setup) -> list[Finding]:
+    """Completions must end with EOS (written in the data or appended), or the model never learns to stop."""
+    if s.append_eos or not s.rows or s.tokenizer is None or not s.tokenizer.eos_token:
+        return []
+    eos = s.tokenizer.eos_token
+    completions = [(i, c) for i, r in enumerate(s.rows) if (c := completion_of(r)) is not None]
+    missing = [i for i, c in completions if not c.rstrip().endswith(eos)]
+    if not missing:
+        return []
+    fix = f"append EOS when tokenizing (append_eos), or end every completion with {eos!r}"
+    if len(missing) == len(completions):
+        return [Finding("eos_in_data", "error", f"none of the {len(completions)} completions ends with EOS {eos!r} "
+                        "and EOS is not appended: the model never learns to stop", fix)]
+    return [Finding("eos_in_data", "warning", f"{len(missing)} of {len(completions)} completions do not end with "
+                    f"EOS {eos!r} (first: {s.row_at(missing[0])}) and EOS is not appended", fix)]
+
+
+@CHECKS.register("chat_template")
+def check_chat_template(s: Setup) -> list[Finding]:
+    """Chat rows are rendered with the tokenizer's chat template; without one there is no format to learn."""
+    tok = s.tokenizer
+    if tok is None or getattr(tok, "chat_template", None):
+        return []
+    chat = [i for i, r in enumerate(s.rows or []) if row_kind(r) == "chat"]
+    if not chat and s.data_format != "chat":
+        return []
+    where = s.row_at(chat[0]) if chat else "data.format=chat"
+    return [Finding("chat_template", "error", f"{where}: chat-formatted data but the tokenizer has no chat template",
+                    "set tokenizer.chat_template (a Jinja template) and save it, or use data.format=template")]
+
+
+@CHECKS.register("max_length")
+def check_max_length(s: Setup) -> list[Finding]:
+    """``max_length`` counts the prompt: when the prompt is as long, nothing is generated."""
+    gen = s.generation or {}
+    limit = gen.get("max_length")
+    if not limit or gen.get("max_new_tokens"):
+        return []  # max_new_tokens wins over max_length in Hugging Face generate
+    if s.tokenizer is None or not s.prompts:
+        return [Finding("max_length", "info", f"generation max_length={limit} counts the prompt's tokens too",
+                        f"set max_new_tokens instead of max_length")]
+    longest = max(range(len(s.prompts)), key=lambda i: s.n_tokens(s.prompts[i]))
+    n = s.n_tokens(s.prompts[longest])
+    if n < limit:
+        return []
+    return [Finding("max_length", "error", f"generation max_length={limit} <= prompt length {n} tokens "
+                    f"(prompt {longest + 1}): nothing would be generated", f"set max_new_tokens (e.g. {limit}) "
+                    "instead of max_length")]
+
+
+@CHECKS.register("sampling")
+def check_sampling(s: Setup) -> list[Finding]:
+    """Temperature/top-p/top-k only act when sampling; temperature 0 with sampling on is refused by Hugging Face."""
+    gen = s.generation or {}
+    do_sample, temp = gen.get("do_sample"), gen.get("temperature")
+    if do_sample and temp is not None and temp <= 0:
+        return [Finding("sampling", "error", f"temperature={temp} with do_sample=true: sampling needs a "
+                        "temperature > 0", "for greedy decoding set do_sample=false; else a temperature such as 0.7")]
+    knobs = {k: gen[k] for k, d in SAMPLING_DEFAULTS.items() if gen.get(k) is not None and gen[k] != d}
+    if do_sample or not knobs or (do_sample is None and knobs.get("temperature") == 0):
+        return []
+    told = ", ".join(f"{k}={v}" for k, v in knobs.items())
+    why = "do_sample=false" if do_sample is False else "do_sample is not set (Hugging Face defaults to greedy)"
+    return [Finding("sampling", "warning", f"{told} has no effect: {why}",
+                    "set do_sample=true to sample, or drop the sampling settings for greedy decoding")]
+
+
+@CHECKS.register("context")
+def check_context(s: Setup) -> list[Finding]:
+    """Prompts past the model's maximum positions are out of what it was trained on (or crash it)."""
+    limit = max_positions(s)
+    if s.tokenizer is None or limit is None:
+        return []
+    out = []
+    new = (s.generation or {}).get("max_new_tokens") or 0
+    for i, p in enumerate(s.prompts or []):
+        n = s.n_tokens(p)
+        if n > limit:
+            out.append(Finding("context", "error", f"prompt {i + 1} has {n} tokens, more than the model's {limit} "
+                               "positions", f"truncate it to its last {limit - max(new, 1)} tokens, split it into "
+                               "segments, or use a model with a longer context"))
+            break
+        if n + new > limit:
+            out.append(Finding("context", "warning", f"prompt {i + 1} ({n} tokens) + max_new_tokens={new} exceeds the "
+                               f"model's {limit} positions", f"set max_new_tokens <= {limit - n} or shorten the prompt"))
+            break
+    long_rows = [i for i, r in enumerate(s.rows or []) if row_kind(r) not in (None, "text")
+                 and s.n_tokens(full_text(r)) > limit]
+    if long_rows:  # text rows are packed into blocks, so only structured rows lose their ends
+        out.append(Finding("context", "warning", f"{len(long_rows)} rows are longer than the model's {limit} positions "
+                           f"(first: {s.row_at(long_rows[0])}): truncation cuts off their completions and EOS",
+                           "shorten or split those rows, or train with a longer model.context"))
+    return out
+
+
+# ---- inputs: data files and configs --------------------------------------------------------------------
+
+def load_rows(path: str | Path) -> tuple[list[dict], list[str]]:
+    """Rows of a JSON list or a JSONL file, with the ``file:line`` of each (for messages)."""
+    p = Path(path)
+    if not p.is_file():
+        raise LmforgeError(f"data file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix == ".jsonl" or not text.lstrip().startswith("["):
+        rows, where = [], []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise LmforgeError(f"{p}:{n}: not valid JSON: {e.msg}") from None
+                where.append(f"{p}:{n}")
+        return rows, where
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LmforgeError(f"{p}:{e.lineno}: not valid JSON: {e.msg}") from None
+    return rows, [f"{p}[{i}]" for i in range(len(rows))]
+
+
+def settings_from_config(path: str | Path) -> dict:
+    """``check`` keyword arguments from an lmforge YAML config or a generation config JSON."""
+    p = Path(path)
+    if p.suffix == ".json":
+        if not p.is_file():
+            raise LmforgeError(f"config file not found: {p}")
+        try:
+            gen = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise LmforgeError(f"{p}:{e.lineno}: not valid JSON: {e.msg}") from None
+        if not isinstance(gen, dict):
+            raise LmforgeError(f"{p}: a generation config is a JSON object of GenerationConfig keys")
+        return {"generation": gen}
+    from .config import load_config
+
+    cfg = load_config(p)
+    t = cfg.sample.temperature  # lmforge samples when temperature > 0, greedy at 0
+    gen = {"max_new_tokens": cfg.sample.max_new_tokens, "temperature": t, "do_sample": t > 0,
+           "top_k": cfg.sample.top_k, "top_p": cfg.sample.top_p}
+    out = {"generation": gen, "data_format": cfg.data.format, "max_positions": cfg.model.context,
+           "append_eos": getattr(cfg.data, "append_eos", True), "prompts": [x for x in cfg.sample.prompts if x]}
+    files = [Path(s.path) for s in cfg.data.train if Path(s.path).suffix in (".json", ".jsonl")]
+    if files and files[0].is_file():
+        out["rows"], out["where"] = load_rows(files[0])
+    return out
+
+
+def model_generation(model) -> dict:
+    """The model's own generation_config.json, only the keys set there and that the checks read."""
+    gc = getattr(model, "generation_config", None)
+    return {k: v for k, v in gc.to_diff_dict().items() if k in GENERATION_KEYS} if gc is not None else {}
+
+
+# ---- the command -------------------------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="model folder, lmforge run folder (uses best/ or model/) or hub id")
+    parser.add_argument("--data", help="a JSON/JSONL dataset: Alpaca, chat messages, prompt/completion or text rows")
+    parser.add_argument("--config", help="an lmforge YAML config, or a generation config JSON (GenerationConfig keys)")
+    parser.add_argument("--prompt", action="append", default=[], help="a prompt to check (repeatable)")
+    parser.add_argument("--no-append-eos", action="store_true",
+                        help="the training pipeline does not append EOS to completions")
+    parser.add_argument("--purpose", choices=["doctor", "train", "generate"], default="doctor",
+                        help="how strict the PAD checks are (default: doctor)")
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON lines")
+    parser.add_argument("--trust-remote-code", action="store_true")
+
+
+def _load(name: str, trust_remote_code: bool):
+    """The tokenizer, and the model when the folder has one (a tokenizer-only folder is checked as such)."""
+    from .model import load_pretrained, resolve_model_path
+    from .tokenizer import load_tokenizer
+
+    path = resolve_model_path(name)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    p = Path(path)
+    if p.is_dir() and not any((p / f).is_file() for f in ("config.json", "adapter_config.json")):
+        return None, tokenizer
+    return load_pretrained(path, trust_remote_code=trust_remote_code), tokenizer
+
+
+def run(args) -> int:
+    model, tokenizer = _load(args.model, args.trust_remote_code)
+    kw: dict = {"generation": model_generation(model) if model is not None else {}}
+    if args.config:
+        settings = settings_from_config(args.config)
+        kw["generation"] = {**kw["generation"], **settings.pop("generation")}
+        kw.update(settings)
+    if args.data:
+        kw["rows"], kw["where"] = load_rows(args.data)
+    if args.prompt:
+        kw["prompts"] = args.prompt
+    if args.no_append_eos:
+        kw["append_eos"] = False
+    findings = check(model=model, tokenizer=tokenizer, purpose=args.purpose, **kw)
+    if model is None:
+        findings.append(Finding("model", "info", f"{args.model} holds no model: checked the tokenizer only",
+                                "point doctor at a folder with config.json to check the model too"))
+    _report(findings, args.json)
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
+def _report(findings: list[Finding], as_json: bool) -> None:
+    if as_json:
+        for f in findings:
+            print(json.dumps(f.__dict__))
+        return
+    for f in findings:
+        print(f"{f.severity:<8} {f.check:<15} {f.message}\n{'':<24} fix: {f.fix}")
+    counts = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
+    print(", ".join(f"{n} {s}{'s' if n != 1 and s != 'info' else ''}" for s, n in counts.items())
+          if findings else "no problems found")
