@@ -1,0 +1,150 @@
+"""Fine-tuning examples: rows → (prompt, completion) → token ids with completion-only labels.
+
+An example is ``BOS + prompt + completion + EOS`` (BOS only if the tokenizer has one). EOS ends every
+completion and is always a target, so the model learns to stop. Prompt and completion are tokenized
+apart, exactly as ``generate`` will tokenize the prompt, so the label mask covers exactly the prompt.
+Nothing here sets PAD: ``lmforge.tokenizer.ensure_pad`` gives a PAD distinct from EOS.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Optional
+
+from ..config import DataConfig, SourceConfig
+from ..errors import LmforgeError
+from .formats import render
+from .readers import read_records
+
+IGNORE = -100
+log = logging.getLogger(__name__)
+
+
+def special_ids(tokenizer) -> tuple[list[int], int]:
+    """``([bos] or [], eos)``; fine-tuning without an EOS token would teach a model that never stops."""
+    if tokenizer.eos_token_id is None:
+        raise LmforgeError("the tokenizer has no EOS token: a fine-tuned model could not learn to stop")
+    bos = tokenizer.bos_token_id
+    return ([bos] if bos is not None else []), tokenizer.eos_token_id
+
+
+def encode_prompt(prompt: str, tokenizer) -> list[int]:
+    """The ids of a prompt as training saw them (BOS + prompt): use it to generate from a fine-tuned model."""
+    bos, _ = special_ids(tokenizer)
+    return bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+def assemble(bos: list[int], prompt_ids: list[int], completion_ids: list[int], eos: int, max_len: int,
+             completion_only: bool = True) -> dict:
+    """Joins the pieces into ``input_ids`` and ``labels`` (-100 on BOS and, if completion_only, the prompt).
+
+    Too long: the prompt loses tokens from its left (the end of the prompt, next to the answer, is kept)
+    and the completion from its right, EOS always kept; the prompt keeps at least half the room when
+    it is that long, so the answer never loses its question entirely.
+    """
+    room = max_len - len(bos) - 1  # tokens left for prompt + completion after BOS and EOS
+    if room < 2:
+        raise LmforgeError(f"max_len={max_len} is too short for an example (BOS + prompt + completion + EOS)")
+    p, c = prompt_ids, completion_ids
+    if len(p) + len(c) > room:
+        keep_c = min(len(c), room - min(len(p), room // 2))
+        c = c[:keep_c]
+        p = p[len(p) - (room - keep_c):] if room - keep_c > 0 else []
+    input_ids = bos + p + c + [eos]
+    n_masked = len(bos) + (len(p) if completion_only else 0)
+    labels = [IGNORE] * n_masked + input_ids[n_masked:]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def tokenize_example(prompt: str, completion: str, tokenizer, max_len: int, completion_only: bool = True) -> dict:
+    """``{"input_ids", "labels"}`` for one pair: BOS + prompt + completion + EOS, labels masked on the prompt."""
+    bos, eos = special_ids(tokenizer)
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"] if completion else []
+    return assemble(bos, p, c, eos, max_len, completion_only)
+
+
+def source_examples(source: SourceConfig, data_cfg: DataConfig, tokenizer, max_len: int) -> list[dict]:
+    """Reads one source, applies its format, tokenizes every row (in batches, the fast path)."""
+    fmt = source.format or data_cfg.format
+    records = read_records(source.path, source.split)
+    pairs = [render(fmt, r.row, r.where, tokenizer=tokenizer, template=data_cfg.template) for r in records]
+    bos, eos = special_ids(tokenizer)
+    prompts = _encode_all([p for p, _ in pairs], tokenizer)
+    completions = _encode_all([c for _, c in pairs], tokenizer)
+    out, truncated = [], 0
+    for rec, (prompt, completion), p, c in zip(records, pairs, prompts, completions):
+        ex = assemble(bos, p, c, eos, max_len, data_cfg.completion_only)
+        truncated += len(ex["input_ids"]) < len(bos) + len(p) + len(c) + 1
+        ex.update(prompt=prompt, completion=completion, row=rec.row)
+        out.append(ex)
+    if truncated:
+        log.warning("%s: %d of %d examples truncated to max_len=%d", source.path, truncated, len(out), max_len)
+    return out
+
+
+def _encode_all(texts: list[str], tokenizer) -> list[list[int]]:
+    if not texts:
+        return []
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def split_indices(n: int, fraction: float, rng: random.Random) -> tuple[list[int], list[int]]:
+    """A random (by ``rng``) ``fraction`` of ``range(n)`` held out; at least one row when fraction > 0 and n > 1."""
+    n_val = round(n * fraction)
+    if fraction > 0 and n > 1:
+        n_val = min(max(n_val, 1), n - 1)
+    order = list(range(n))
+    rng.shuffle(order)
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def weighted(items: list, weight: float, rng: random.Random) -> list:
+    """``round(weight × len(items))`` items: whole copies, then a random subset without repeats for the rest."""
+    want = round(weight * len(items))
+    copies, rest = divmod(want, len(items)) if items else (0, 0)
+    picked = sorted(rng.sample(range(len(items)), rest))
+    return items * copies + [items[i] for i in picked]
+
+
+def load_examples(data_cfg: DataConfig, tokenizer, max_len: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Train and validation examples from ``data_cfg``; the same config and seed give the same lists.
+
+    Each training source is split first (``val_fraction`` of its rows, drawn by seed, go to validation
+    unless ``data.val`` names validation sources), then its training part is weighted: a source of
+    weight w contributes ``round(w × its training rows)`` examples (w > 1 repeats, w < 1 subsamples).
+    The mixture is shuffled by seed. Validation sources are used whole, unweighted.
+    """
+    if not data_cfg.train:
+        raise LmforgeError("data.train is empty: name at least one source (a file, folder or hub dataset)")
+    train, val = [], []
+    for i, source in enumerate(data_cfg.train):
+        examples = source_examples(source, data_cfg, tokenizer, max_len)
+        # a string seed is hashed stably (sha512), unlike hash() of a tuple across processes
+        rng = random.Random(f"{seed}:{i}:{source.path}")
+        if not data_cfg.val and data_cfg.val_fraction > 0:
+            keep, held = split_indices(len(examples), data_cfg.val_fraction, rng)
+            val += [examples[j] for j in held]
+            examples = [examples[j] for j in keep]
+        part = weighted(examples, source.weight, rng)
+        if not part:
+            log.warning("%s: weight %g keeps no examples", source.path, source.weight)
+        train += part
+    for source in data_cfg.val:
+        val += source_examples(source, data_cfg, tokenizer, max_len)
+    random.Random(seed).shuffle(train)
+    return train, val
+
+
+def target_tokens(examples: list[dict]) -> int:
+    """The number of tokens that carry a loss (labels != -100)."""
+    return sum(sum(1 for t in ex["labels"] if t != IGNORE) for ex in examples)
+
+
+def describe(train: list[dict], val: list[dict], max_len: Optional[int] = None) -> str:
+    """One line to print at start: counts of examples and of target tokens."""
+    longest = max((len(ex["input_ids"]) for ex in train), default=0)
+    cap = f" (max_len {max_len})" if max_len else ""
+    return (f"data: {len(train)} train / {len(val)} val examples, {target_tokens(train)} train target tokens, "
+            f"longest {longest} tokens{cap}")

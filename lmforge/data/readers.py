@@ -1,0 +1,213 @@
+"""Reading rows for fine-tuning: JSON, JSONL, CSV/TSV, Parquet, plain text, folders and hub datasets.
+
+Every row keeps where it came from (``file:line``, or ``file: row N`` where there are no lines), so a
+bad row is reported at its place. Files must be UTF-8 (a leading byte-order mark is accepted).
+``split`` only applies to hub datasets; a local file is all of its rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+from ..errors import LmforgeError
+from ..hub import looks_like_hub_id
+
+SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
+
+
+class Record(NamedTuple):
+    """One row and its place: ``data.jsonl:12``, ``data.parquet: row 3``, ``owner/name[train] row 7``."""
+
+    where: str
+    row: dict
+
+
+def read_rows(path: str | Path, split: str = "train") -> list[dict]:
+    """The rows of a file, a folder of files, or a hub dataset (``owner/name``) as a list of dicts."""
+    return [r.row for r in read_records(path, split)]
+
+
+def read_records(path: str | Path, split: str = "train") -> list[Record]:
+    """Like ``read_rows`` but each row comes with its place, for error messages."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and _suffix(f) in SUFFIXES)
+        if not files:
+            raise LmforgeError(f"{p}: folder has no data files ({', '.join(SUFFIXES)})")
+        return [r for f in files for r in _read_file(f)]
+    if p.is_file():
+        return _read_file(p)
+    name = str(path)
+    if _suffix(p) in SUFFIXES or not looks_like_hub_id(name):
+        raise LmforgeError(f"data file not found: {name}")
+    return read_hub(name, split)
+
+
+def _suffix(p: Path) -> str:
+    return p.suffix.lower()
+
+
+def _read_file(p: Path) -> list[Record]:
+    suffix = _suffix(p)
+    if suffix not in SUFFIXES:
+        raise LmforgeError(f"{p}: unknown file type {suffix or '(none)'!r}; expected one of {', '.join(SUFFIXES)}")
+    if suffix == ".parquet":
+        records = _read_parquet(p)
+    else:
+        text = _read_text(p)
+        reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".tsv": _read_csv,
+                  ".txt": _read_lines}[suffix]
+        records = reader(p, text) if text.strip() else []
+    if not records:
+        raise LmforgeError(f"{p}: empty file, no rows")
+    return records
+
+
+def _read_text(p: Path) -> str:
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise LmforgeError(
+            f"{p}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); re-save the file as UTF-8"
+        ) from None
+
+
+def _object(p: Path, where: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise LmforgeError(f"{where}: expected a JSON object with named columns, got {type(value).__name__}")
+    return value
+
+
+def _read_jsonl(p: Path, text: str) -> list[Record]:
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{p}:{n}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LmforgeError(f"{where}: not valid JSON: {e.msg} (column {e.colno})") from None
+        out.append(Record(where, _object(p, where, value)))
+    return out
+
+
+def _read_json(p: Path, text: str) -> list[Record]:
+    """A list of objects; each row is named by its line and index. A file of one object per line is JSONL."""
+    start = len(text) - len(text.lstrip())
+    if not text.startswith("[", start):
+        _not_one_object(p, text)
+        return _read_jsonl(p, text)  # `datasets`' to_json writes JSON lines under a .json name
+    decoder = json.JSONDecoder()
+    out: list[Record] = []
+    i, line, counted = start + 1, 1, 0
+    while True:
+        i = _skip_space(text, i)
+        if text.startswith("]", i) and not out:
+            break
+        line += text.count("\n", counted, i)
+        counted = i
+        try:
+            value, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise LmforgeError(f"{p}:{e.lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
+        where = f"{p}:{line} (row {len(out)})"
+        out.append(Record(where, _object(p, where, value)))
+        i = _skip_space(text, end)
+        if text.startswith(",", i):
+            i += 1
+        elif text.startswith("]", i):
+            break
+        else:
+            bad_line = text.count("\n", 0, i) + 1
+            raise LmforgeError(f"{p}:{bad_line}: not valid JSON: expected ',' or ']' after row {len(out) - 1}")
+    if text[i + 1:].strip():
+        raise LmforgeError(f"{p}:{text.count(chr(10), 0, i) + 1}: not valid JSON: extra data after the list")
+    return out
+
+
+def _not_one_object(p: Path, text: str) -> None:
+    """A whole-file object (``{"data": [...]}``) is not a table of rows: say so rather than guess."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return
+    if len(text.strip().splitlines()) > 1 or not isinstance(value, dict):
+        keys = f" with keys {sorted(value)[:5]}" if isinstance(value, dict) else ""
+        raise LmforgeError(f"{p}: expected a list of objects (or one object per line), got one "
+                           f"{type(value).__name__}{keys}")
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def _read_csv(p: Path, text: str) -> list[Record]:
+    """The first line names the columns; a row with a different number of fields is an error."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if _suffix(p) == ".tsv" else ",")
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        raise LmforgeError(f"{p}:1: not valid CSV: {e}") from None
+    if not header or not any(h.strip() for h in header):
+        return []
+    header = [h.strip() for h in header]
+    out, prev = [], reader.line_num
+    try:
+        for fields in reader:
+            start, prev = prev + 1, reader.line_num  # a quoted field may span lines: name the first
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise LmforgeError(f"{p}:{start}: {len(fields)} fields but the header has {len(header)} columns")
+            out.append(Record(f"{p}:{start}", dict(zip(header, fields))))
+    except csv.Error as e:
+        raise LmforgeError(f"{p}:{reader.line_num}: not valid CSV: {e}") from None
+    return out
+
+
+def _read_lines(p: Path, text: str) -> list[Record]:
+    """Plain text: each non-blank line is a row ``{"text": line}``."""
+    return [Record(f"{p}:{n}", {"text": line}) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def _read_parquet(p: Path) -> list[Record]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LmforgeError(f"{p}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+    try:
+        rows = pq.read_table(p).to_pylist()
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged or foreign file
+        raise LmforgeError(f"{p}: not a readable Parquet file: {_first_line(e)}") from None
+    return [Record(f"{p}: row {i}", row) for i, row in enumerate(rows)]
+
+
+def read_hub(name: str, split: str = "train") -> list[Record]:
+    """A hub dataset through ``datasets.load_dataset``; offline or missing gives one line naming it."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as e:  # datasets raises ConnectionError, DatasetNotFoundError, ValueError (bad split), ...
+        raise LmforgeError(
+            f"cannot load dataset {name!r} split {split!r} from the Hugging Face hub "
+            f"(offline, private or misspelled?): {_first_line(e)}"
+        ) from None
+    records = [Record(f"{name}[{split}] row {i}", row) for i, row in enumerate(ds)]
+    if not records:
+        raise LmforgeError(f"dataset {name!r} split {split!r} has no rows")
+    return records
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
