@@ -117,6 +117,8 @@ def test_text_lines_and_folders(tmp_path):
 def test_missing_empty_and_unknown_files(tmp_path):
     assert one_line_error(read_rows, tmp_path / "nope.jsonl") == f"data file not found: {tmp_path / 'nope.jsonl'}"
     assert one_line_error(read_rows, "nope.jsonl") == "data file not found: nope.jsonl"
+    # owner/name shaped, but a file name: a missing file, not a hub lookup
+    assert one_line_error(read_rows, "data/nope.jsonl") == "data file not found: data/nope.jsonl"
     for name, content in [("e.jsonl", ""), ("w.csv", " \n\n"), ("h.csv", "a,b\n")]:
         p = tmp_path / name
         p.write_text(content, encoding="utf-8")

@@ -32,7 +32,7 @@ def special_ids(tokenizer) -> tuple[list[int], int]:
 def encode_prompt(prompt: str, tokenizer) -> list[int]:
     """The ids of a prompt as training saw them (BOS + prompt): use it to generate from a fine-tuned model."""
     bos, _ = special_ids(tokenizer)
-    return bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return bos + tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"]
 
 
 def assemble(bos: list[int], prompt_ids: list[int], completion_ids: list[int], eos: int, max_len: int,
@@ -60,8 +60,8 @@ def assemble(bos: list[int], prompt_ids: list[int], completion_ids: list[int], e
 def tokenize_example(prompt: str, completion: str, tokenizer, max_len: int, completion_only: bool = True) -> dict:
     """``{"input_ids", "labels"}`` for one pair: BOS + prompt + completion + EOS, labels masked on the prompt."""
     bos, eos = special_ids(tokenizer)
-    p = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-    c = tokenizer(completion, add_special_tokens=False)["input_ids"] if completion else []
+    p = tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"] if prompt else []
+    c = tokenizer(completion, add_special_tokens=False, verbose=False)["input_ids"] if completion else []
     return assemble(bos, p, c, eos, max_len, completion_only)
 
 
@@ -87,7 +87,7 @@ def source_examples(source: SourceConfig, data_cfg: DataConfig, tokenizer, max_l
 def _encode_all(texts: list[str], tokenizer) -> list[list[int]]:
     if not texts:
         return []
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
 
 
 def split_indices(n: int, fraction: float, rng: random.Random) -> tuple[list[int], list[int]]:
