@@ -104,6 +104,7 @@ def alpha_run(token: str) -> str:
 
 
 def is_caps(token: str) -> bool:
+    """A word printed in capitals ('SHALL', "'TWAS"), not a lone 'I' or 'A'."""
     run = alpha_run(token)
     return len(run) >= 2 and run.isupper()
 
@@ -185,6 +186,7 @@ def split_at(rows: list[str], openings: tuple[str, ...]) -> list[list[str]]:
 
 
 def book_poems(all_rows: list[str], book: Book) -> list[list[str]]:
+    """The book's poems (lists of lines), after checking that its rows hold what we expect."""
     rows = all_rows[book.first_row: book.last_row + 1]
     if rows[0] != book.first_line or rows[-1] != book.last_line:
         raise SystemExit(f"{book.title}: rows {book.first_row}..{book.last_row} do not hold the book "

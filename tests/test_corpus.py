@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def test_known_poems_in_reading_order(text):
     assert ps[-1][-1] == "Through Eden took their solitary way."
     sonnet = next(p for p in ps if p[0] == "Shall I compare thee to a Summer's day?")
     assert len(sonnet) == 14 and sonnet[-1] == "So long lives this, and this gives life to thee."
-    at = {first: i for i, p in enumerate(ps) for first in [p[0]]}
+    at = {p[0]: i for i, p in enumerate(ps)}
     order = ["Shall I compare thee to a Summer's day?", "Milton! thou shouldst be living at this hour:",
              "O wild West Wind, thou breath of Autumn's being", "Of Man's first disobedience, and the fruit"]
     assert [at[o] for o in order] == sorted(at[o] for o in order)
@@ -122,3 +123,39 @@ def test_gzip_is_deterministic():
     raw = (files("lmforge.corpus") / CORPUS_FILE).read_bytes()
     assert raw[4:8] == b"\0\0\0\0"  # MTIME field of the gzip header
     assert gzip.decompress(raw)
+
+
+def make_corpus_module():
+    """scripts/make_corpus.py as a module (scripts/ is no package; pandas loads only for the pickle)."""
+    if "make_corpus" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("make_corpus", ROOT / "scripts" / "make_corpus.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["make_corpus"] = module  # dataclasses look their module up while the class is built
+        spec.loader.exec_module(module)
+    return sys.modules["make_corpus"]
+
+
+@pytest.mark.parametrize("line, start, fixed", [
+    ("SHALL I compare thee to a Summer's day?", 0, "Shall I compare thee to a Summer's day?"),
+    ("O WESTERN wind, when wilt thou blow", 1, "O western wind, when wilt thou blow"),
+    ("'O MARY, go and call the cattle home,", 1, "'O Mary, go and call the cattle home,"),
+    ("ROSE-CHEEK'D Laura, come;", 0, "Rose-cheek'd Laura, come;"),
+    ("Phyllida. CORYDON, arise, my Corydon!", 1, "Phyllida. Corydon, arise, my Corydon!"),
+    ("CHORUS. Christmas knows a merry, merry place,", None, None),  # a label inside a poem
+    ("Think on the BLUDY SERK!", None, None),  # emphasis inside a poem
+    ("I wandered lonely as a cloud", None, None),
+])
+def test_poem_starts_are_found_from_drop_capitals(line, start, fixed):
+    mc = make_corpus_module()
+    assert mc.dropcap_index(line) == start
+    if start is not None:
+        votes = mc.word_case_votes(["And Mary went", "Then Mary came", "the western sky"])
+        assert mc.decapitalise(line, votes) == fixed
+
+
+def test_glossaries_and_dates_are_dropped_and_poems_split():
+    mc = make_corpus_module()
+    rows = ["SUMER is icumen in,", "Lhude sing cuccu!", "lud] language.  loh] laughed.", "cliff.",
+            "Anonymous. 15th Cent.", "WESTERN wind, when wilt thou blow", ".      .      .", "The small rain"]
+    assert mc.split_dropcap(rows) == [["Sumer is icumen in,", "Lhude sing cuccu!"],
+                                      ["Western wind, when wilt thou blow", "The small rain"]]
