@@ -177,17 +177,37 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return out
 
 
+# Names other tools use for our keys: suggested first, since string similarity misses them.
+ALIASES = {
+    "learning_rate": "lr", "gradient_accumulation_steps": "grad_accum", "per_device_train_batch_size": "batch_size",
+    "micro_batch_size": "batch_size", "max_seq_length": "context", "block_size": "context", "seq_len": "context",
+    "n_layer": "num_layers", "num_hidden_layers": "num_layers", "n_head": "num_heads", "n_embd": "hidden_size",
+    "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "use_rslora": "rslora", "max_grad_norm": "grad_clip",
+    "warmup": "warmup_steps", "steps": "max_steps", "num_steps": "max_steps", "bf16": "precision", "output_dir": "out_dir",
+}
+
+
+def _suggest(loc: str, known: list[str]) -> list[str]:
+    parent = loc.rsplit(".", 1)[0] + "." if "." in loc else ""
+    last = loc.rsplit(".", 1)[-1]
+    if last in ALIASES:
+        cands = [k for k in known if k.endswith("." + ALIASES[last]) or k == ALIASES[last]]
+        same = [k for k in cands if k.startswith(parent)]
+        if same or cands:
+            return (same or cands)[:1]
+    hint = difflib.get_close_matches(loc, known, n=1, cutoff=0.5)
+    if not hint:  # compare the last part only among the section's keys
+        sibs = [k[len(parent):] for k in known if k.startswith(parent) and "." not in k[len(parent):]]
+        hint = [parent + h for h in difflib.get_close_matches(last, sibs, n=1, cutoff=0.4)]
+    return hint
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     e = err.errors()[0]
     loc = ".".join(str(x) for x in e["loc"])
     if e["type"] == "extra_forbidden":
         known = _known_keys(RunConfig)
-        hint = difflib.get_close_matches(loc, known, n=1, cutoff=0.5)
-        if not hint:  # compare the last part only: "train.learning_rate" vs "lr"
-            parent = loc.rsplit(".", 1)[0] + "." if "." in loc else ""
-            last = loc.rsplit(".", 1)[-1]
-            sibs = [k[len(parent):] for k in known if k.startswith(parent) and "." not in k[len(parent):]]
-            hint = [parent + h for h in difflib.get_close_matches(last, sibs, n=1, cutoff=0.4)]
+        hint = _suggest(loc, known)
         return f"{source}: unknown config key {loc!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
     return f"{source}: config key {loc!r}: {e['msg']} (got {e.get('input')!r})"
 

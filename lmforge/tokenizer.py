@@ -17,7 +17,7 @@ from .errors import LmforgeError
 BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
 SPECIALS = [PAD, BOS, EOS, UNK]
 # Always in the alphabet: JSON's structural characters, digits, quote and escape, space and newline.
-JSON_ALPHABET = list('{}[]:,"\\-.0123456789 \n') + list("truefalsn")
+JSON_ALPHABET = list('{}[]:,"\\-.0123456789 \n\t') + list("truefalsn")
 # Pieces: an optional space then a run of letters, or of digits, or one other character; whitespace runs.
 PRETOKENIZE = r" ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]|\s+"
 

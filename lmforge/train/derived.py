@@ -1,0 +1,59 @@
+"""Derived values printed once at start and saved with the run (nanochat-style)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..model import count_params, flops_per_token
+
+
+def matmul_peak_flops(device: torch.device | str = "cpu", dtype=torch.float32, n: int = 1024, seconds: float = 0.3) -> float:
+    """Measured dense matmul FLOP/s on this device and dtype: the physical limit used for MFU."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    sync()
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    sync()
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def describe(model, context: int, tokens_per_step: int, max_steps: int, precision: str, device) -> dict:
+    """Parameter counts, FLOPs per token, tokens per step, and a run-time estimate at 40% of matmul peak."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    peak = matmul_peak_flops(device, dtype, seconds=0.2)
+    fpt = flops_per_token(model, context)
+    total_flops = fpt * tokens_per_step * max_steps
+    return {
+        "params": count_params(model),
+        "trainable_params": count_params(model, trainable_only=True),
+        "flops_per_token": fpt,
+        "tokens_per_step": tokens_per_step,
+        "max_steps": max_steps,
+        "total_tokens": tokens_per_step * max_steps,
+        "precision": precision,
+        "matmul_peak_flops": peak,
+        "estimated_time_s": total_flops / (0.4 * peak),
+    }
+
+
+def print_derived(d: dict, out: Path | None = None) -> None:
+    est = d["estimated_time_s"]
+    print(
+        f"model: {d['params'] / 1e6:.2f}M parameters ({d['trainable_params'] / 1e6:.2f}M trainable), "
+        f"{d['flops_per_token'] / 1e6:.1f} MFLOP/token (training)\n"
+        f"schedule: {d['max_steps']} steps x {d['tokens_per_step']:,} tokens = {d['total_tokens'] / 1e6:.2f}M tokens; "
+        f"precision {d['precision']}; matmul peak {d['matmul_peak_flops'] / 1e9:.0f} GFLOP/s; "
+        f"estimated {est / 60:.1f} min at 40% of peak"
+    )
+    if out is not None:
+        out.write_text(json.dumps(d, indent=1), encoding="utf-8")

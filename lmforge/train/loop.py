@@ -1,0 +1,204 @@
+"""The one training loop: pretraining, fine-tuning, every objective. Read it top to bottom.
+
+Stages differ only in where batches come from (``data.train_step(step)``) and which objective
+computes the loss. accelerate places the model, runs mixed precision and DDP/FSDP/DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from ..config import RunConfig
+from ..errors import LmforgeError
+from ..registry import OBJECTIVES
+from . import checkpoint as ckpt
+from .logging import RunLogger
+from .schedule import lr_factor
+
+# An evaluator adds metrics in the evaluation block: (model, step) -> {"name": value}.
+Evaluator = Callable[[torch.nn.Module, int], dict]
+
+
+@dataclass
+class TrainResult:
+    step: int
+    best_metric: Optional[float]
+    losses: list[float] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def pick_precision(precision: str) -> str:
+    """'auto' -> bf16 where the hardware computes it natively (CUDA bf16, CPUs with AVX-512 BF16/AMX)."""
+    if precision != "auto":
+        return {"fp32": "no"}.get(precision, precision)
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+
+
+def make_optimizer(model, cfg) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not norms, biases)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), foreach=True)
+
+
+def train(cfg: RunConfig, model, tokenizer, data, *, accelerator=None, reference=None,
+          evaluators: tuple[Evaluator, ...] = (), resume: bool = False, start_step: int = 0,
+          step_offset: int = 0, logger: Optional[RunLogger] = None) -> TrainResult:
+    """Trains ``model`` on ``data`` for ``cfg.train.max_steps`` optimizer steps; saves into ``cfg.run_dir``.
+
+    ``step_offset`` numbers the steps of a later stage after the earlier ones (checkpoints, logs).
+    """
+    from accelerate import Accelerator
+
+    tc = cfg.train
+    run_dir = cfg.run_dir
+    objective = OBJECTIVES.get(tc.objective)
+    if getattr(objective, "needs_reference", False) and reference is None:
+        raise LmforgeError(f"train.objective={tc.objective} needs a reference model")
+    accelerator = accelerator or Accelerator(mixed_precision=pick_precision(tc.precision),
+                                             cpu=not torch.cuda.is_available())
+    optimizer = make_optimizer(model, tc)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio))
+    wrapped, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if tc.compile:
+        wrapped = torch.compile(wrapped)
+    logger = logger or RunLogger(cfg, accelerator.is_main_process)
+
+    state: dict = {"best": None, "best_step": None, "elapsed_s": 0.0}
+    step = start_step
+    if resume:
+        last = ckpt.latest_checkpoint(run_dir)
+        if last is None:
+            raise LmforgeError(f"{run_dir}: no checkpoint to resume from")
+        state = ckpt.load_checkpoint(last, model, optimizer, scheduler)
+        step = state["step"] - step_offset
+        logger.info(f"resumed from {last} at step {state['step']}")
+
+    best_dir = run_dir / "best"
+    higher = _higher_is_better(tc.best_metric, tc.best_mode)
+    world = accelerator.num_processes
+    result = TrainResult(step=step, best_metric=state.get("best"))
+    t_start, elapsed0 = time.time(), state.get("elapsed_s", 0.0)
+    logger.start(step, tc.max_steps)
+
+    def save(at: int) -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            extra = {"best": state.get("best"), "best_step": state.get("best_step"),
+                     "elapsed_s": elapsed0 + time.time() - t_start}
+            ckpt.save_checkpoint(run_dir, at + step_offset, accelerator.unwrap_model(model), tokenizer,
+                                 optimizer, scheduler, extra, tc.keep_last)
+
+    try:
+        while step < tc.max_steps:
+            # ---- one optimizer step: micro-batches for this process, losses already / global tokens
+            wrapped.train()
+            micro_batches = data.train_step(step)
+            step_loss = 0.0
+            for i, mb in enumerate(micro_batches):
+                mb = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in mb.items()}
+                sync = i == len(micro_batches) - 1
+                with (nullcontext() if sync or world == 1 else accelerator.no_sync(wrapped)):
+                    with accelerator.autocast():
+                        loss, _ = objective(wrapped, mb, reference)
+                    # DDP averages gradients over processes; the loss is a share of the global sum
+                    accelerator.backward(loss * world)
+                step_loss += loss.detach().float().item()
+            step_loss = accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum").item()
+            if not math.isfinite(step_loss):
+                raise LmforgeError(
+                    f"loss became {step_loss} at step {step + step_offset}; stopped without saving it "
+                    f"(last good checkpoint kept in {run_dir / 'checkpoints'}); lower train.lr or check the data")
+            grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), tc.grad_clip) if tc.grad_clip > 0 else None
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            result.losses.append(step_loss)
+            tokens = sum(int(mb["input_ids"].numel()) for mb in micro_batches) * world
+            logger.step(step + step_offset, step_loss, scheduler.get_last_lr()[0], tokens,
+                        None if grad_norm is None else float(grad_norm))
+
+            # ---- evaluation, samples, best checkpoint
+            if step % tc.eval_every == 0 or step == tc.max_steps:
+                metrics = evaluate(wrapped, data, objective, reference, tc.eval_batches, accelerator)
+                for fn in evaluators:
+                    metrics.update(fn(accelerator.unwrap_model(model), step + step_offset))
+                logger.eval(step + step_offset, metrics)
+                value = metrics.get(tc.best_metric)
+                if value is not None and accelerator.is_main_process and _improves(value, state.get("best"), higher):
+                    state["best"], state["best_step"] = value, step + step_offset
+                    ckpt.save_model_folder(accelerator.unwrap_model(model), tokenizer, best_dir)
+                    result.best_metric = value
+            if step % tc.save_every == 0 or step == tc.max_steps:
+                save(step)
+            if tc.max_time_s and elapsed0 + time.time() - t_start > tc.max_time_s:
+                logger.info(f"time budget of {tc.max_time_s:.0f}s reached at step {step + step_offset}")
+                if step % tc.save_every:
+                    save(step)
+                break
+    except KeyboardInterrupt:
+        logger.info(f"interrupted: saving step {step + step_offset} and exiting")
+        save(step)
+        result.interrupted = True
+    finally:
+        logger.close()
+    result.step = step
+    return result
+
+
+@torch.no_grad()
+def evaluate(model, data, objective, reference, max_batches: int, accelerator) -> dict:
+    """Validation loss (the objective's) and, from the next-token NLL, bits per character."""
+    from .objectives import forward_logits, token_nll_sum
+
+    model.eval()
+    loss_sum = nll_sum = n = 0.0
+    for b in data.val_batches(max_batches):
+        b = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in b.items()}
+        with accelerator.autocast():
+            loss, metrics = objective(model, b, reference)
+            nll = metrics["nll_sum"] if "nll_sum" in metrics else token_nll_sum(forward_logits(model, b), b["labels"])
+        loss_sum += loss.float().item() * b["num_tokens"]
+        nll_sum += float(nll)
+        n += b["num_tokens"]
+    model.train()
+    totals = accelerator.reduce(torch.tensor([loss_sum, nll_sum, n], device=accelerator.device), "sum").tolist()
+    if totals[2] == 0:
+        return {}
+    out = {"val_loss": totals[0] / totals[2], "val_nll": totals[1] / totals[2]}
+    out["val_ppl"] = math.exp(min(out["val_nll"], 50))
+    cpt = getattr(data, "chars_per_token", None)
+    if cpt:
+        out["val_bpc"] = out["val_nll"] / cpt / math.log(2)
+        out["val_nats_per_char"] = out["val_nll"] / cpt
+    return out
+
+
+def _higher_is_better(metric: str, mode: str) -> bool:
+    if mode != "auto":
+        return mode == "max"
+    from ..registry import METRICS
+
+    if metric in METRICS:
+        return bool(getattr(METRICS.get(metric), "higher_is_better", False))
+    return not any(w in metric for w in ("loss", "nll", "ppl", "bpc", "per_char"))
+
+
+def _improves(value: float, best: Optional[float], higher: bool) -> bool:
+    """Strict improvement: ties go to the earlier checkpoint."""
+    if best is None:
+        return True
+    return value > best if higher else value < best

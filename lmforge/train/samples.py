@@ -1,0 +1,27 @@
+"""Samples during training: an evaluator that writes ``samples/step-N.txt`` and TensorBoard text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import RunConfig
+
+
+class Sampler:
+    def __init__(self, cfg: RunConfig, tokenizer, run_dir: Path):
+        self.cfg, self.tokenizer, self.dir = cfg.sample, tokenizer, run_dir / "samples"
+        self.seed = cfg.seed
+
+    def __call__(self, model, step: int, force: bool = False) -> dict:
+        if not force and step % self.cfg.every:
+            return {}
+        from ..generate import GenerationSettings, generate
+
+        s = GenerationSettings(max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
+                               top_k=self.cfg.top_k, top_p=self.cfg.top_p, seed=self.seed)
+        texts = generate(model, self.tokenizer, list(self.cfg.prompts), s)
+        model.train()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        body = "\n\n---\n\n".join(p + t for p, t in zip(self.cfg.prompts, texts))
+        (self.dir / f"step-{step:06d}.txt").write_text(body + "\n", encoding="utf-8")
+        return {}

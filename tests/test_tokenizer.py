@@ -1,0 +1,33 @@
+from transformers import AutoTokenizer
+
+from lmforge.tokenizer import JSON_ALPHABET, chars_per_token, ensure_pad, train_tokenizer
+from tests.conftest import VERSE
+
+
+def test_round_trip_and_special_tokens(tmp_path):
+    tok = train_tokenizer([VERSE * 10], vocab_size=100, out_dir=tmp_path)
+    assert len(tok) <= 100
+    text = "Demain, dès l'aube,\n\tà l'heure où {\"canto\": [2, -1]}  \n"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded(text)["input_ids"] == tok(text)["input_ids"]
+    assert loaded.decode(loaded(text)["input_ids"]) == text
+    ids = {loaded.pad_token_id, loaded.eos_token_id, loaded.bos_token_id, loaded.unk_token_id}
+    assert None not in ids and len(ids) == 4  # PAD distinct from EOS
+    vocab = loaded.get_vocab()
+    assert all(ch in vocab for ch in JSON_ALPHABET)  # constrained JSON always has its characters
+
+
+def test_unknown_characters_become_unk_and_merges_compress(tmp_path):
+    tok = train_tokenizer([VERSE * 50], vocab_size=160, out_dir=tmp_path)
+    assert tok.unk_token_id in tok("日本", add_special_tokens=False)["input_ids"]
+    assert chars_per_token(tok, [VERSE]) > 1.5  # merges learned frequent groups
+
+
+def test_ensure_pad_adds_distinct_pad(tiny_tokenizer):
+    import copy
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.pad_token = tok.eos_token
+    ensure_pad(tok)
+    assert tok.pad_token_id != tok.eos_token_id

@@ -1,0 +1,105 @@
+"""The loop's invariants: accumulation is exact, resume equals an uninterrupted run, Ctrl-C saves."""
+
+from __future__ import annotations
+
+import torch
+
+from lmforge.config import ModelConfig, load_config
+from lmforge.data.batches import ExampleBatches, Layout, PackedStream
+from lmforge.model import build_model
+from lmforge.train.loop import train
+from tests.conftest import VERSE
+
+
+def _cfg(tmp_path, name, **train):
+    over = [f"name={name}", f"out_dir={tmp_path / 'runs'}", f"log_dir={tmp_path / 'logs'}", "train.precision=fp32",
+            "train.warmup_steps=2", "train.eval_every=1000", "train.save_every=1000", "train.grad_clip=1.0"]
+    over += [f"train.{k}={v}" for k, v in train.items()]
+    return load_config(None, over)
+
+
+def _examples(tok, n=8):
+    """Examples of different lengths with prompt tokens masked: padding and token counts matter."""
+    out = []
+    for i in range(n):
+        ids = tok(VERSE[: 20 + 9 * i], add_special_tokens=False)["input_ids"]
+        labels = [-100] * (3 + i % 4) + ids[3 + i % 4:]
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+def _params(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_batch_1_accum_8_equals_batch_8_accum_1(tmp_path, tiny_tokenizer):
+    finals = []
+    for bs, acc in [(8, 1), (1, 8), (2, 4)]:
+        cfg = _cfg(tmp_path, f"acc{bs}", batch_size=bs, grad_accum=acc, max_steps=3)
+        model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
+        data = ExampleBatches(_examples(tiny_tokenizer), [], Layout(bs, acc), seed=1, pad_id=tiny_tokenizer.pad_token_id)
+        res = train(cfg, model, tiny_tokenizer, data)
+        finals.append((_params(model), res.losses))
+    for p, losses in finals[1:]:
+        torch.testing.assert_close(p, finals[0][0], atol=2e-6, rtol=1e-5)
+        assert losses == __import__("pytest").approx(finals[0][1], rel=1e-5)
+
+
+class _Interrupt:
+    """Wraps a batch source and raises KeyboardInterrupt when asked for ``at``: a Ctrl-C mid-run."""
+
+    def __init__(self, data, at):
+        self.data, self.at = data, at
+
+    def train_step(self, step):
+        if step == self.at:
+            raise KeyboardInterrupt
+        return self.data.train_step(step)
+
+    def val_batches(self, n):
+        return self.data.val_batches(n)
+
+
+def _stream(tok, bs=4):
+    ids = torch.tensor(tok(VERSE * 30, add_special_tokens=False)["input_ids"])
+    return PackedStream(ids, ids[:400], block=32, layout=Layout(bs, 1), seed=3)
+
+
+def test_resume_equals_uninterrupted_and_ctrl_c_saves(tmp_path, tiny_tokenizer):
+    full_cfg = _cfg(tmp_path, "full", batch_size=4, max_steps=8)
+    model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
+    full = train(full_cfg, model, tiny_tokenizer, _stream(tiny_tokenizer))
+    full_params = _params(model)
+
+    cut_cfg = _cfg(tmp_path, "cut", batch_size=4, max_steps=8)
+    model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
+    first = train(cut_cfg, model, tiny_tokenizer, _Interrupt(_stream(tiny_tokenizer), at=5))
+    assert first.interrupted and first.step == 5
+    assert (cut_cfg.run_dir / "checkpoints" / "step-000005" / "state.json").is_file()
+
+    model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=123)  # fresh weights: all must come back
+    second = train(cut_cfg, model, tiny_tokenizer, _stream(tiny_tokenizer), resume=True)
+    assert first.losses + second.losses == full.losses  # bit-identical on CPU fp32
+    torch.testing.assert_close(_params(model), full_params, atol=0, rtol=0)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, tiny_tokenizer):
+    import pytest
+
+    from lmforge.errors import LmforgeError
+
+    cfg = _cfg(tmp_path, "nan", batch_size=4, max_steps=6, save_every=2)
+    model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
+    data = _stream(tiny_tokenizer)
+
+    class Poison(_Interrupt):
+        def train_step(self, step):
+            if step == 3:
+                with torch.no_grad():
+                    model.model.embed_tokens.weight.fill_(float("nan"))
+            return self.data.train_step(step)
+
+    with pytest.raises(LmforgeError, match="loss became nan at step 3"):
+        train(cfg, model, tiny_tokenizer, Poison(data, None))
+    latest = (cfg.run_dir / "checkpoints" / "latest").read_text().strip()
+    assert latest == "step-000002"
