@@ -54,6 +54,41 @@ def test_inverse_kl_by_hand_and_shifted():
     assert loss.item() == pytest.approx(hand / 2, rel=1e-5)
 
 
+def test_inverse_kl_restricted_to_allowed_tokens():
+    ref = LN(torch.tensor([1.0, 2.0, 3.0, 4.0])).view(1, 1, 4).expand(1, 2, 4)
+    logits = torch.zeros(1, 2, 4, requires_grad=True)
+    labels = torch.tensor([[-100, 0]])
+    allowed = torch.tensor([False, True, True, True])
+    p = [6 / 13, 4 / 13, 3 / 13]  # [1/2, 1/3, 1/4] renormalised; token 0 gets nothing
+    kl = ll.inverse_kl_sum(logits, ref, labels, 1.0, allowed)
+    assert kl.item() == pytest.approx(sum(x * math.log(4 * x) for x in p), rel=1e-5)
+    kl.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 0, 0] > 0  # pushes token 0 down
+
+
+def test_well_formed_objectives_use_the_tokenizer(tiny_tokenizer):
+    from lmforge.decoding import well_formed_mask
+
+    V = len(tiny_tokenizer)
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(1, 6, V, generator=g)
+    ref[..., tiny_tokenizer.pad_token_id] = -50.0  # the raw argmin: a special token
+    batch = {"input_ids": torch.zeros(1, 6, dtype=torch.long), "labels": torch.ones(1, 6, dtype=torch.long),
+             "num_tokens": 5}
+    allowed = well_formed_mask(tiny_tokenizer)
+    want = ref.masked_fill(~allowed, float("inf")).argmin(-1)  # (1, 6)
+    logits = torch.full((1, 6, V), -10.0)
+    logits.scatter_(-1, want.unsqueeze(-1), 10.0)  # a model that already predicts the well-formed argmin
+    loss, _ = ll.least_likely_hard(FixedLogits(logits), batch, lambda b: ref, well_formed=True,
+                                   tokenizer=tiny_tokenizer)
+    assert loss.item() < 1e-6
+    loss_raw, _ = ll.least_likely_hard(FixedLogits(logits), batch, lambda b: ref)
+    assert loss_raw.item() > 10  # unrestricted, the target is the pad token
+    soft, _ = ll.least_likely(FixedLogits(logits), batch, lambda b: ref, beta=1.0, well_formed=True,
+                              tokenizer=tiny_tokenizer)
+    assert torch.isfinite(soft)
+
+
 def test_inverse_kl_is_zero_at_the_target_and_beta_sharpens():
     g = torch.Generator().manual_seed(0)
     ref = torch.stack([torch.randperm(7, generator=g) for _ in range(10)]).float().view(2, 5, 7)  # gaps >= 1

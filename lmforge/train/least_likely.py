@@ -31,19 +31,25 @@ from .objectives import IGNORE, forward_logits, shift, token_nll_sum
 # ---------------------------------------------------------------------------------------------
 
 
-def inverse_target(ref_logits: torch.Tensor, beta: float) -> torch.Tensor:
-    """Log-probabilities of softmax(-beta * z_ref): the soft 'least likely' target, same shape as z_ref."""
-    return F.log_softmax(-beta * ref_logits.float(), dim=-1)
+def inverse_target(ref_logits: torch.Tensor, beta: float, allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Log-probabilities of softmax(-beta * z_ref), zero mass outside ``allowed`` (BoolTensor[V]); shape of z_ref."""
+    z = -beta * ref_logits.float()
+    if allowed is not None:
+        z = z.masked_fill(~allowed.to(z.device), float("-inf"))
+    return F.log_softmax(z, dim=-1)
 
 
-def inverse_kl_sum(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+def inverse_kl_sum(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float,
+                   allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Summed KL(softmax(-beta z_ref) || softmax(z)) over next-token positions with a label."""
     lg, lb = shift(logits, labels)  # (B, T-1, V), (B, T-1)
     ref, _ = shift(ref_logits, labels)
     keep = lb != IGNORE
-    log_p = inverse_target(ref[keep], beta)  # (N, V) target
+    log_p = inverse_target(ref[keep], beta, allowed)  # (N, V) target
     log_q = F.log_softmax(lg[keep].float(), dim=-1)  # (N, V) model
-    return (log_p.exp() * (log_p - log_q)).sum()
+    p = log_p.exp()
+    log_p = log_p.masked_fill(p == 0, 0.0)  # 0 * log 0 = 0, not NaN, for tokens outside ``allowed``
+    return (p * (log_p - log_q)).sum()
 
 
 def argmin_targets(ref_logits: torch.Tensor, allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -148,32 +154,38 @@ def _need_reference(reference, name: str):
 # ---------------------------------------------------------------------------------------------
 
 
-@OBJECTIVES.register("least_likely", needs_reference=True, needs_tokenizer=False, higher_is_better=False)
-def least_likely(model, batch, reference=None, beta: float = 1.0):
-    """Soft inverse distillation: KL(softmax(-beta z_ref) || q), objective_args: {beta: 1.0}."""
+def _allowed(well_formed: bool, tokenizer, vocab_size: int) -> Optional[torch.Tensor]:
+    """The well-formed token mask (BoolTensor[V]) when objective_args asks for it, else None."""
+    if not well_formed:
+        return None
+    if tokenizer is None:
+        raise LmforgeError("train.objective_args.well_formed=true needs the tokenizer (the loop passes none)")
+    from ..decoding import well_formed_mask
+
+    return well_formed_mask(tokenizer, vocab_size)
+
+
+@OBJECTIVES.register("least_likely", needs_reference=True, needs_tokenizer=True, higher_is_better=False)
+def least_likely(model, batch, reference=None, beta: float = 1.0, well_formed: bool = False, tokenizer=None):
+    """Soft inverse distillation, KL(softmax(-beta z_ref) || q); objective_args: {beta: 1.0, well_formed: false}.
+
+    With well_formed the target has no mass on special/byte/whitespace tokens (the loop passes
+    ``tokenizer`` to objectives declaring ``needs_tokenizer``)."""
     _need_reference(reference, "least_likely")
     ref = reference(batch)
     logits = forward_logits(model, batch)
-    kl = inverse_kl_sum(logits, ref, batch["labels"], beta)
+    allowed = _allowed(well_formed, tokenizer, logits.size(-1))
+    kl = inverse_kl_sum(logits, ref, batch["labels"], beta, allowed)
     return kl / batch["num_tokens"], {"inverse_kl_sum": kl.detach()}
 
 
 @OBJECTIVES.register("least_likely_hard", needs_reference=True, needs_tokenizer=True, higher_is_better=False)
 def least_likely_hard(model, batch, reference=None, well_formed: bool = False, tokenizer=None):
-    """Cross-entropy toward the reference's argmin; objective_args: {well_formed: true} limits it to
-    well-formed tokens (the loop passes ``tokenizer`` to objectives with ``needs_tokenizer``)."""
+    """Cross-entropy toward the reference's argmin; objective_args: {well_formed: false}."""
     _need_reference(reference, "least_likely_hard")
-    allowed = None
-    if well_formed:
-        if tokenizer is None:
-            raise LmforgeError("train.objective_args.well_formed=true needs the tokenizer (the loop passes none)")
-        from ..decoding import well_formed_mask
-
-        allowed = well_formed_mask(tokenizer)
     ref = reference(batch)
     logits = forward_logits(model, batch)
-    if allowed is not None and allowed.numel() < logits.size(-1):  # embeddings padded past the tokenizer
-        allowed = F.pad(allowed, (0, logits.size(-1) - allowed.numel()), value=False)
+    allowed = _allowed(well_formed, tokenizer, logits.size(-1))
     ce = hard_inverse_ce_sum(logits, ref, batch["labels"], allowed)
     return ce / batch["num_tokens"], {"argmin_ce_sum": ce.detach()}
 
