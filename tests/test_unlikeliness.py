@@ -61,6 +61,12 @@ def test_metrics_in_the_training_loop(tiny_model_dir):
     assert same["median_rank"] == 0.0 and same["positions"] == 2 * 5
     inverse = ul.unlikeliness_metrics(Negated(model), ref_fn, batch)
     assert inverse["median_rank"] == 1.0 and inverse["hit@1"] == 1.0
+    # the loop's evaluator form: fn(model, step) over the validation batches, prefixed for TensorBoard
+    data = SimpleNamespace(val_batches=lambda n: [batch, batch][:n])
+    model.train()
+    logged = ul.unlikeliness_evaluator(ref_fn, data, max_batches=2)(model, 10)
+    assert logged["unlikely/median_rank"] == 0.0 and logged["unlikely/positions"] == 2 * 2 * 5
+    assert model.training  # its mode is given back
 
 
 def test_table_with_the_baselines(tiny_model_dir, tiny_tokenizer):

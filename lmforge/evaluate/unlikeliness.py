@@ -68,16 +68,37 @@ def _cat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-@torch.no_grad()
-def unlikeliness_metrics(model, reference_fn, batch: dict, allowed: Optional[torch.Tensor] = None,
-                         ks: Iterable[int] = HIT_KS) -> dict[str, float]:
-    """For the training loop's evaluation block: the model's argmax at every context whose next token has a
-    label, measured against ``reference_fn(batch)`` (B, T, V)."""
+def batch_stats(model, reference_fn, batch: dict, allowed: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """``position_stats`` of the model's argmax at every context whose next token has a label."""
     ref = reference_fn(batch)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
     keep = batch["labels"][:, 1:] != -100  # position t is scored when token t+1 is a target
-    ref, preds = ref[:, :-1][keep], logits[:, :-1].argmax(-1)[keep]
-    return summarize(position_stats(ref, preds, allowed), ks)
+    return position_stats(ref[:, :-1][keep], logits[:, :-1].argmax(-1)[keep], allowed)
+
+
+@torch.no_grad()
+def unlikeliness_metrics(model, reference_fn, batch: dict, allowed: Optional[torch.Tensor] = None,
+                         ks: Iterable[int] = HIT_KS) -> dict[str, float]:
+    """For the training loop's evaluation block: the model's argmax measured against ``reference_fn(batch)``."""
+    return summarize(batch_stats(model, reference_fn, batch, allowed), ks)
+
+
+def unlikeliness_evaluator(reference_fn, data, allowed: Optional[torch.Tensor] = None, max_batches: int = 4,
+                           prefix: str = "unlikely/") -> Callable[[object, int], dict[str, float]]:
+    """An evaluator for the loop, ``fn(model, step) -> dict``, over ``data.val_batches(max_batches)``."""
+    @torch.no_grad()
+    def evaluate(model, step):
+        was_training, device = model.training, next(model.parameters()).device
+        model.eval()
+        parts = []
+        for b in data.val_batches(max_batches):
+            b = {k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}
+            parts.append(batch_stats(model, reference_fn, b, allowed))
+        model.train(was_training)
+        if not parts:
+            return {}
+        return {prefix + k: v for k, v in summarize(_cat(parts)).items()}
+    return evaluate
 
 
 # ---------------------------------------------------------------------------------------------
