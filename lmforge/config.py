@@ -190,8 +190,9 @@ ALIASES = {
 def _suggest(loc: str, known: list[str]) -> list[str]:
     parent = loc.rsplit(".", 1)[0] + "." if "." in loc else ""
     last = loc.rsplit(".", 1)[-1]
-    if last in ALIASES:
-        cands = [k for k in known if k.endswith("." + ALIASES[last]) or k == ALIASES[last]]
+    alias = ALIASES.get(last) or next(iter(ALIASES[a] for a in difflib.get_close_matches(last, ALIASES, 1, 0.85)), None)
+    if alias:
+        cands = [k for k in known if k.endswith("." + alias) or k == alias]
         same = [k for k in cands if k.startswith(parent)]
         if same or cands:
             return (same or cands)[:1]

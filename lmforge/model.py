@@ -34,15 +34,19 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def llama_config(cfg: ModelConfig, tokenizer):
-    from transformers import LlamaConfig
-
+def check_preset(cfg: ModelConfig) -> None:
     if cfg.preset is not None and cfg.preset not in PRESETS:
         import difflib
 
         hint = difflib.get_close_matches(cfg.preset, PRESETS, n=1)
         raise LmforgeError(f"model.preset: unknown preset {cfg.preset!r}" + (f"; did you mean {hint[0]!r}?" if hint else
                            f"; known: {', '.join(PRESETS)}"))
+
+
+def llama_config(cfg: ModelConfig, tokenizer):
+    from transformers import LlamaConfig
+
+    check_preset(cfg)
     p = PRESETS.get(cfg.preset) if cfg.preset else None
     pick = lambda name: getattr(cfg, name) if getattr(cfg, name) is not None else (getattr(p, name) if p else None)
     dims = {k: pick(k) for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "context", "num_kv_heads")}

@@ -55,10 +55,11 @@ def packed_data(cfg: RunConfig, tokenizer, train_docs, val_docs, context: int, a
 
 def pretrain(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
     """Trains a tokenizer (unless given) and a model from scratch; returns the run folder."""
-    from ..model import build_model
+    from ..model import build_model, check_preset
 
     if cfg.model.base:
         raise LmforgeError("model.base is set: starting from a pretrained model is `lmforge finetune`")
+    check_preset(cfg.model)
     accelerator = make_accelerator(cfg)
     train_docs, val_docs = load_text_splits(cfg.data)
     run_dir = cfg.run_dir
