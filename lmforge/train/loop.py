@@ -71,7 +71,9 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator=None, reference
     optimizer = make_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio))
-    wrapped, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # the scheduler stays outside accelerate: prepared, it steps once per process per call (it assumes
+    # each process sees 1/world of the batches), which would decay the lr `world` times too fast
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
     if tc.compile:
         wrapped = torch.compile(wrapped)
     logger = logger or RunLogger(cfg, accelerator.is_main_process)
