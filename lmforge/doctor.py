@@ -19,6 +19,11 @@ CHECKS = Registry("doctor check")
 SEVERITIES = ("error", "warning", "info")
 # Sampling knobs and their Hugging Face defaults: set to anything else, they only matter when sampling.
 SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p": 1.0, "min_p": None}
+# Data formats: (name, the keys that identify a row, the key of the completion that must end with EOS).
+# First match wins; chat rows get their EOS from the chat template.
+ROW_KINDS = [("chat", ("messages",), None), ("alpaca", ("instruction", "output"), "output"),
+             ("prompt_completion", ("prompt", "completion"), "completion"), ("input_output", ("input", "output"), "output"),
+             ("text", ("text",), "text")]
 GENERATION_KEYS = {"max_length", "max_new_tokens", "do_sample", "eos_token_id", "pad_token_id", *SAMPLING_DEFAULTS}
 
 
@@ -57,7 +62,7 @@ class Setup:
     def n_tokens(self, text: str) -> int:
         """Token count without special tokens (cached: several checks measure the same prompts)."""
         if text not in self._lengths:
-            self._lengths[text] = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            self._lengths[text] = len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
         return self._lengths[text]
 
 
@@ -86,25 +91,15 @@ def raise_on_errors(findings: list[Finding]) -> None:
 
 def row_kind(row: dict) -> Optional[str]:
     """Which of the known data formats a row is in (None when none fits)."""
-    if not isinstance(row, dict):
-        return None
-    if "messages" in row:
-        return "chat"
-    if "instruction" in row and "output" in row:
-        return "alpaca"
-    if "prompt" in row and "completion" in row:
-        return "prompt_completion"
-    if "input" in row and "output" in row:
-        return "input_output"
-    if "text" in row:
-        return "text"
+    for kind, keys, _ in ROW_KINDS:
+        if isinstance(row, dict) and all(k in row for k in keys):
+            return kind
     return None
 
 
 def completion_of(row: dict) -> Optional[str]:
     """The text the model learns to produce (the one that must end with EOS); None for chat rows."""
-    kind = row_kind(row)
-    key = {"text": "text", "prompt_completion": "completion", "alpaca": "output", "input_output": "output"}.get(kind)
+    key = next((c for kind, _, c in ROW_KINDS if kind == row_kind(row)), None)
     value = row.get(key) if key else None
     return value if isinstance(value, str) else None
 
@@ -317,26 +312,11 @@ def check_context(s: Setup) -> list[Finding]:
 # ---- inputs: data files and configs --------------------------------------------------------------------
 
 def load_rows(path: str | Path) -> tuple[list[dict], list[str]]:
-    """Rows of a JSON list or a JSONL file, with the ``file:line`` of each (for messages)."""
-    p = Path(path)
-    if not p.is_file():
-        raise LmforgeError(f"data file not found: {p}")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".jsonl" or not text.lstrip().startswith("["):
-        rows, where = [], []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise LmforgeError(f"{p}:{n}: not valid JSON: {e.msg}") from None
-                where.append(f"{p}:{n}")
-        return rows, where
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LmforgeError(f"{p}:{e.lineno}: not valid JSON: {e.msg}") from None
-    return rows, [f"{p}[{i}]" for i in range(len(rows))]
+    """Rows of a data file or folder (any format the data readers take), with the ``file:line`` of each."""
+    from .data.readers import read_records
+
+    records = read_records(path)
+    return [r.row for r in records], [r.where for r in records]
 
 
 def settings_from_config(path: str | Path) -> dict:
@@ -360,9 +340,9 @@ def settings_from_config(path: str | Path) -> dict:
            "top_k": cfg.sample.top_k, "top_p": cfg.sample.top_p}
     out = {"generation": gen, "data_format": cfg.data.format, "max_positions": cfg.model.context,
            "append_eos": getattr(cfg.data, "append_eos", True), "prompts": [x for x in cfg.sample.prompts if x]}
-    files = [Path(s.path) for s in cfg.data.train if Path(s.path).suffix in (".json", ".jsonl")]
-    if files and files[0].is_file():
-        out["rows"], out["where"] = load_rows(files[0])
+    local = [src.path for src in cfg.data.train if Path(src.path).exists()]  # hub datasets are not fetched here
+    if local:
+        out["rows"], out["where"] = load_rows(local[0])
     return out
 
 

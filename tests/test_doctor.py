@@ -180,11 +180,16 @@ def test_cli_reads_data_and_configs(tmp_path, tiny_model_dir, capsys):
     assert main(["doctor", str(tiny_model_dir), "--data", str(data), "--config", str(gen), "--json"]) == 1
     found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {(f["check"], f["severity"]) for f in found} == {("chat_template", "error"), ("sampling", "error")}
-    assert found[0]["message"].startswith(f"{data}[0]:")
+    assert found[0]["message"].startswith(f"{data}:1 (row 0):")
     cfg = tmp_path / "run.yaml"
     cfg.write_text("data:\n  format: chat\nsample:\n  temperature: 0\n", encoding="utf-8")
     assert main(["doctor", str(tiny_model_dir), "--config", str(cfg)]) == 1
     assert "data.format=chat: chat-formatted data" in capsys.readouterr().out
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "a"}\n{"question": "b"}\n', encoding="utf-8")
+    cfg.write_text(f"data:\n  train: {rows}\n", encoding="utf-8")  # the config's own data is read and checked
+    assert main(["doctor", str(tiny_model_dir), "--config", str(cfg)]) == 1
+    assert f"{rows}:2: row has keys ['question']" in capsys.readouterr().out
     cfg.write_text("data:\n  formt: chat\n", encoding="utf-8")
     assert main(["doctor", str(tiny_model_dir), "--config", str(cfg)]) == 2  # a bad config is a usage error
     assert "did you mean 'data.format'" in capsys.readouterr().err
@@ -197,3 +202,9 @@ def test_subprocess_doctor_exit_code(pad_eos_dir):
     res = subprocess.run(cmd + ["doctor", str(pad_eos_dir)], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 1, res.stderr
     assert "error    pad" in res.stdout and "PAD is the same token as EOS" in res.stdout
+
+
+def test_tokenizer_only_folder(tmp_path, tiny_tokenizer, capsys):
+    tiny_tokenizer.save_pretrained(tmp_path)
+    assert main(["doctor", str(tmp_path)]) == 0
+    assert "holds no model: checked the tokenizer only" in capsys.readouterr().out
