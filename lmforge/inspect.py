@@ -230,15 +230,18 @@ def encode(tokenizer, text: str, add_bos: bool = True) -> torch.Tensor:
 
 
 def inspect_ids(model, tokenizer, input_ids: torch.Tensor, k: int = 5, target_position: int = -1) -> Inspection:
-    """Runs every view on ``input_ids`` (T,) in eval mode; the model is left as it was found."""
+    """Runs every view on ``input_ids`` (T,) in eval mode; the model is left as it was found; results on the CPU."""
     T = input_ids.numel()
     pos = target_position % T
+    ids = input_ids.to(model_parts(model).embed.weight.device)
     with evaluating(model):
-        lens_probs, lens_ids, logits = logit_lens(model, input_ids)
-        attentions = attention_maps(model, input_ids)
-        attribution, target_id = input_x_gradient(model, input_ids, pos)
+        lens_probs, lens_ids, logits = (x.cpu() for x in logit_lens(model, ids))
+        attentions = attention_maps(model, ids).cpu()
+        attribution, target_id = input_x_gradient(model, ids, pos)
+    attribution = attribution.float().cpu()
     top_p, top_i = top_k(logits, k)
     least_p, least_i = least_likely(logits)
+    input_ids = input_ids.cpu()
     return Inspection(
         ids=input_ids.tolist(), tokens=[tokenizer.decode([i]) for i in input_ids.tolist()],
         surprisal=surprisal(logits, input_ids), entropy=entropy(logits), top_probs=top_p, top_ids=top_i,
