@@ -22,6 +22,9 @@ class RunLogger:
         self._bar = self._tb = None
         self._t = time.time()
         self._tokens = 0
+        # whole-run throughput: every token over the loop's wall-clock, evaluation and saving included
+        self._run_t0 = time.time()
+        self._run_tokens = self._run_steps = self._last_step = 0
         self.history: list[dict] = []
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -44,7 +47,7 @@ class RunLogger:
 
             self._bar = tqdm(total=total, initial=step, desc="train", file=sys.stderr, dynamic_ncols=True,
                              mininterval=1.0)
-        self._t = time.time()
+        self._t = self._run_t0 = time.time()
 
     def _record(self, row: dict) -> None:
         self.history.append(row)
@@ -55,6 +58,9 @@ class RunLogger:
         if not self.main:
             return
         self._tokens += tokens
+        self._run_tokens += tokens
+        self._run_steps += 1
+        self._last_step = step
         now = time.time()
         if self._bar:
             self._bar.update(1)
@@ -89,9 +95,17 @@ class RunLogger:
         if self.main:
             self._writer().add_text(tag, text, step)
 
+    def summary(self) -> dict:
+        """Steps, tokens and seconds since ``start``: the run's real throughput, not its best step's."""
+        secs = time.time() - self._run_t0
+        return {"step": self._last_step, "run_steps": self._run_steps, "run_tokens": self._run_tokens,
+                "run_time_s": secs, "run_tokens_per_s": self._run_tokens / max(secs, 1e-9)}
+
     def close(self) -> None:
         if not self.main:
             return
+        if self._run_steps:
+            self._record(self.summary())
         if self._bar:
             self._bar.close()
             self._bar = None

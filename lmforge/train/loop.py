@@ -133,8 +133,9 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator=None, reference
             logger.step(step + step_offset, step_loss, scheduler.get_last_lr()[0], tokens,
                         None if grad_norm is None else float(grad_norm))
 
-            # ---- evaluation, samples, best checkpoint
-            if step % tc.eval_every == 0 or step == tc.max_steps:
+            # ---- evaluation, samples, best checkpoint (also when the time budget ends the run)
+            out_of_time = bool(tc.max_time_s) and elapsed0 + time.time() - t_start > tc.max_time_s
+            if step % tc.eval_every == 0 or step == tc.max_steps or out_of_time:
                 metrics = evaluate(wrapped, data, objective, reference, tc.eval_batches, accelerator)
                 for fn in evaluators:
                     metrics.update(fn(accelerator.unwrap_model(model), step + step_offset))
@@ -146,7 +147,7 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator=None, reference
                     result.best_metric = value
             if step % tc.save_every == 0 or step == tc.max_steps:
                 save(step)
-            if tc.max_time_s and elapsed0 + time.time() - t_start > tc.max_time_s:
+            if out_of_time:
                 logger.info(f"time budget of {tc.max_time_s:.0f}s reached at step {step + step_offset}")
                 if step % tc.save_every:
                     save(step)
