@@ -111,6 +111,24 @@ def test_hard_ce_toward_argmin_with_and_without_mask():
     assert ll.hard_inverse_ce_sum(logits, ref, labels, allowed).item() == pytest.approx(-math.log(0.4), rel=1e-5)
 
 
+def test_contextual_argmin_by_hand():
+    # token 4 is rare everywhere (the plain argmin at both positions); token 0 is unlikely only at position 1
+    z = torch.tensor([[[5.0, 1.5, 2.0, 3.0, -4.0], [-3.0, 1.0, 2.0, 3.0, -4.0]]])
+    keep = torch.ones(1, 2, dtype=torch.bool)
+    assert ll.argmin_targets(z).tolist() == [[4, 4]]
+    # bottom 2 tokens at each position; centred logits: pos0 {1: .25, 4: 0}, pos1 {0: -4, 4: 0}
+    assert ll.contextual_argmin_targets(z, keep, bottom=0.25).tolist() == [[4, 0]]
+    no_zero = torch.tensor([False, True, True, True, True])
+    assert ll.contextual_argmin_targets(z, keep, no_zero, bottom=0.25).tolist() == [[4, 4]]
+    assert ll.contextual_argmin_targets(z, keep, bottom=0.0).tolist() == [[4, 4]]  # bottom 0: the plain argmin
+    # through the objective: CE toward 4 then 0 (the last position has no next token)
+    ref = torch.cat([z, torch.zeros(1, 1, 5)], dim=1)  # (1, 3, 5)
+    logits = LN(torch.tensor([0.1, 0.2, 0.3, 0.2, 0.2])).expand(1, 3, 5).clone()
+    labels = torch.tensor([[-100, 1, 1]])
+    want = -math.log(0.2) - math.log(0.1)
+    assert ll.hard_inverse_ce_sum(logits, ref, labels, bottom=0.25).item() == pytest.approx(want, rel=1e-5)
+
+
 def test_hard_well_formed_needs_tokenizer():
     from lmforge.errors import LmforgeError
 

@@ -127,6 +127,18 @@ def negated_reference(allowed: Optional[torch.Tensor] = None) -> Predictor:
     return predict
 
 
+def contextual_negated_reference(allowed: Optional[torch.Tensor] = None, bottom: float = 0.02) -> Predictor:
+    """No training either: among the reference's bottom tokens, the most unusually unlikely in this context
+    (``lmforge.train.least_likely.contextual_argmin_targets``, token means over the batch)."""
+    from ..train.least_likely import contextual_argmin_targets
+
+    def predict(batch, ref_logits):
+        keep = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).bool()
+        mask = None if allowed is None else fit_mask(allowed, ref_logits.size(-1))
+        return contextual_argmin_targets(ref_logits, keep, mask, bottom)
+    return predict
+
+
 def random_token(vocab_size: int, seed: int = 0, allowed: Optional[torch.Tensor] = None) -> Predictor:
     """A uniformly random token (among ``allowed`` if given), seeded."""
     gen = torch.Generator().manual_seed(seed)
@@ -182,3 +194,57 @@ def format_table(rows: list[dict], columns: Iterable[str] = COLUMNS) -> str:
         cells = [f"{int(r[c])}" if c == "distinct" else f"{r[c]:.3f}" for c in columns]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: python -m lmforge.evaluate.unlikeliness --reference BASE --model TRAINED --text FILE
+# ---------------------------------------------------------------------------------------------
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--reference", required=True, help="the reference model: folder, run or hub id")
+    p.add_argument("--model", action="append", default=[], help="a trained model to compare (repeatable)")
+    p.add_argument("--text", required=True, help="a text file; its last --held-out fraction of characters is used")
+    p.add_argument("--held-out", type=float, default=0.1, help="fraction of the file's end to measure on")
+    p.add_argument("--context", type=int, default=64, help="tokens per window")
+    p.add_argument("--max-windows", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bottom", type=float, default=0.02, help="the contextual baseline's bottom fraction")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..errors import LmforgeError
+    from ..model import load_pretrained
+    from ..tokenizer import load_tokenizer
+
+    path = Path(args.text)
+    if not path.is_file():
+        raise LmforgeError(f"--text: no such file: {path}")
+    text = path.read_text(encoding="utf-8")
+    held_out = text[int(len(text) * (1 - args.held_out)):]
+    reference = load_pretrained(args.reference).eval()
+    tokenizer = load_tokenizer(args.reference)
+    V = reference.get_output_embeddings().weight.size(0)
+    allowed = well_formed_mask(tokenizer, V)
+    cands = {"reference argmax": reference_argmax(), "negated logits": negated_reference(),
+             "negated logits, well-formed": negated_reference(allowed),
+             f"contextual negated, well-formed, bottom {args.bottom:g}": contextual_negated_reference(allowed, args.bottom),
+             "random token": random_token(V, args.seed),
+             "random well-formed token": random_token(V, args.seed, allowed)}
+    for m in args.model:
+        cands[f"trained: {m}"] = model_argmax(load_pretrained(m).eval())
+    rows = unlikeliness_table(reference, cands, tokenizer, [held_out], args.context, max_windows=args.max_windows)
+    print(f"{int(rows[0]['positions'])} positions of {path.name} (last {args.held_out:.0%}), context {args.context}, V={V}")
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m lmforge.evaluate.unlikeliness", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))

@@ -8,7 +8,9 @@ registered wrapper divides by ``batch["num_tokens"]`` (see ``objectives.py`` for
   mass on the reference's least likely tokens. beta sets how sharp: beta -> 0 is the uniform
   distribution (what a loss that only pushes the likely tokens down converges to), large beta is the
   reference's argmin alone.
-- ``least_likely_hard``: cross-entropy toward the reference's argmin (over well-formed tokens if asked).
+- ``least_likely_hard``: cross-entropy toward the reference's argmin (over well-formed tokens if asked),
+  or toward the *contextual* argmin: among the reference's bottom few percent, the token most unusually
+  unlikely in this context, which keeps predictions diverse where the plain argmin collapses.
 - ``unlikelihood``: Welleck et al. 2019, token level: MLE + alpha * -log(1 - p(c)) for the tokens c
   already in the context (except the target itself).
 - ``confidence_penalty``: Pereyra et al. 2017: cross-entropy - beta * entropy of the model's prediction.
@@ -60,12 +62,36 @@ def argmin_targets(ref_logits: torch.Tensor, allowed: Optional[torch.Tensor] = N
     return z.argmin(dim=-1)
 
 
+def contextual_argmin_targets(ref_logits: torch.Tensor, keep: torch.Tensor, allowed: Optional[torch.Tensor] = None,
+                              bottom: float = 0.02) -> torch.Tensor:
+    """Among the reference's ``bottom`` fraction of tokens (and ``allowed``), the most *unusually* unlikely
+    one here: lowest z(v | context) - mean of z(v) over the batch's scored positions. (B, T)
+
+    The plain argmin is dominated by globally rare tokens (one character can be the argmin of 14% of
+    contexts); subtracting each token's mean logit cancels that, while ``bottom`` keeps the target's
+    reference rank >= 1 - bottom.
+    """
+    z = ref_logits.float()  # (B, T, V)
+    V = z.size(-1)
+    kth = z.kthvalue(min(V, int(bottom * (V - 1)) + 1), dim=-1, keepdim=True).values  # (B, T, 1)
+    ok = z <= kth
+    if allowed is not None:
+        allowed = allowed.to(z.device)
+        ok = ok & allowed
+        ok = torch.where(ok.any(-1, keepdim=True), ok, allowed)  # no allowed token that low: any allowed one
+    mean = z[keep].mean(0) if keep.any() else z.new_zeros(V)  # (V,) each token's usual logit
+    return (z - mean).masked_fill(~ok, float("inf")).argmin(dim=-1)
+
+
 def hard_inverse_ce_sum(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor,
-                        allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Summed cross-entropy toward the reference's argmin at next-token positions with a label."""
+                        allowed: Optional[torch.Tensor] = None, bottom: Optional[float] = None) -> torch.Tensor:
+    """Summed cross-entropy toward the reference's argmin (or, with ``bottom``, the contextual argmin)
+    at next-token positions with a label."""
     lg, lb = shift(logits, labels)
     ref, _ = shift(ref_logits, labels)
-    target = argmin_targets(ref, allowed).masked_fill(lb == IGNORE, IGNORE)  # (B, T-1)
+    keep = lb != IGNORE
+    target = argmin_targets(ref, allowed) if bottom is None else contextual_argmin_targets(ref, keep, allowed, bottom)
+    target = target.masked_fill(~keep, IGNORE)  # (B, T-1)
     return F.cross_entropy(lg.reshape(-1, lg.size(-1)).float(), target.reshape(-1), ignore_index=IGNORE,
                            reduction="sum")
 
@@ -180,13 +206,16 @@ def least_likely(model, batch, reference=None, beta: float = 1.0, well_formed: b
 
 
 @OBJECTIVES.register("least_likely_hard", needs_reference=True, needs_tokenizer=True, higher_is_better=False)
-def least_likely_hard(model, batch, reference=None, well_formed: bool = False, tokenizer=None):
-    """Cross-entropy toward the reference's argmin; objective_args: {well_formed: false}."""
+def least_likely_hard(model, batch, reference=None, well_formed: bool = False, bottom: Optional[float] = None,
+                      tokenizer=None):
+    """Cross-entropy toward the reference's argmin; objective_args: {well_formed: false, bottom: null}.
+
+    ``bottom`` (e.g. 0.02) targets the contextual argmin instead (see ``contextual_argmin_targets``)."""
     _need_reference(reference, "least_likely_hard")
     ref = reference(batch)
     logits = forward_logits(model, batch)
     allowed = _allowed(well_formed, tokenizer, logits.size(-1))
-    ce = hard_inverse_ce_sum(logits, ref, batch["labels"], allowed)
+    ce = hard_inverse_ce_sum(logits, ref, batch["labels"], allowed, bottom)
     return ce / batch["num_tokens"], {"argmin_ce_sum": ce.detach()}
 
 
