@@ -25,7 +25,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("lmforge.inspect_cli", "HTML report: surprisal, logit lens, attention, attributions"),
     "doctor": ("lmforge.doctor", "check a model, tokenizer, data and config for known pitfalls"),
     "export": ("lmforge.export", "merge a LoRA adapter into its base (`lmforge export merge`)"),
-    "serve": ("lmforge.serve", "OpenAI-compatible HTTP API and playground (127.0.0.1 by default)"),
 }
 
 

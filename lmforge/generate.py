@@ -45,7 +45,7 @@ def _hf_kwargs(s: GenerationSettings, tokenizer) -> dict:
     return kw
 
 
-def _processors(s: GenerationSettings, tokenizer, model) -> list:
+def _processors(s: GenerationSettings, tokenizer, budget: int) -> list:
     procs = []
     if s.strategy == "least_likely":
         from .decoding import least_likely_processors
@@ -57,7 +57,7 @@ def _processors(s: GenerationSettings, tokenizer, model) -> list:
         from .constrained import json_logits_processor
 
         procs.append(json_logits_processor(tokenizer, None if s.json_schema == "any" else s.json_schema,
-                                           s.max_new_tokens))
+                                           budget))
     return procs
 
 
@@ -83,7 +83,8 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
         for i in range(0, len(prompts), settings.batch_size):
             chunk = prompts[i:i + settings.batch_size]
             enc = _encode(tokenizer, chunk, device)
-            procs = _processors(settings, tokenizer, model)  # fresh state per batch (grammar matchers)
+            kw["max_new_tokens"] = _room(model, enc["input_ids"].shape[1], settings.max_new_tokens)
+            procs = _processors(settings, tokenizer, kw["max_new_tokens"])  # fresh state per batch (grammar matchers)
             gen = model.generate(**enc, **kw, logits_processor=LogitsProcessorList(procs))
             new = gen[:, enc["input_ids"].shape[1]:]
             for row in new:
@@ -92,6 +93,16 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
     finally:
         tokenizer.padding_side = side
     return out
+
+
+def _room(model, prompt_len: int, wanted: int) -> int:
+    """Caps new tokens at the model's maximum positions: past them a RoPE model produces noise."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is None or prompt_len + wanted <= limit:
+        return wanted
+    if prompt_len >= limit:
+        raise LmforgeError(f"prompt is {prompt_len} tokens, the model's maximum is {limit}; shorten the prompt")
+    return limit - prompt_len
 
 
 def _encode(tokenizer, prompts: list[str], device) -> dict:

@@ -39,3 +39,7 @@ def causal_lm(model, batch, reference=None):
     logits = forward_logits(model, batch)
     nll = token_nll_sum(logits, batch["labels"])
     return nll / batch["num_tokens"], {"nll_sum": nll.detach()}
+
+
+# Objectives defined elsewhere register themselves on import.
+from . import least_likely  # noqa: E402,F401
