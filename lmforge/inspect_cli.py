@@ -249,7 +249,8 @@ def write_report(insp: Inspection, tokenizer, out_dir: Path, model_name: str = "
     for name, data in pngs.items():
         (out_dir / f"{'logit_lens' if name == 'lens' else name}.png").write_bytes(data)
     L, H = insp.attentions.shape[:2]
-    vmax = max(float(insp.surprisal.max()), 1e-6)
+    # colour scale to the 95th percentile: one huge surprisal (often the first word) would wash out the rest
+    vmax = max(float(insp.surprisal.quantile(0.95)), 1e-6)
     note = "" if (L <= MAX_LAYERS_SHOWN and H <= MAX_HEADS_SHOWN) else (
         f"Showing layers {[i + 1 for i in shown(L, MAX_LAYERS_SHOWN)]} and heads {[i + 1 for i in shown(H, MAX_HEADS_SHOWN)]}.")
     page = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
