@@ -1,0 +1,120 @@
+"""``lmforge eval``: models x (text files, a task) -> one comparison table (Markdown, JSON, CSV).
+
+    lmforge eval runs/poet runs/poet-lora --text ../shared/data/tinyshakespeare.txt --max-chars 20000
+    lmforge eval runs/cantos --task cantos --split test            # constrained and free decoding
+    lmforge eval MODEL --task my_task.yaml --constrained off --out reports/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..errors import LmforgeError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", help="model folders, lmforge runs (runs/NAME) or hub ids")
+    g = p.add_argument_group("language-model metrics")
+    g.add_argument("--text", nargs="*", default=[], metavar="FILE",
+                   help="text files: perplexity, bits per character, bits per byte")
+    g.add_argument("--max-chars", type=int, default=None, help="score only the first N characters of each file")
+    g.add_argument("--context", type=int, default=None, help="sliding window length (default: the model's)")
+    g.add_argument("--stride", type=int, default=None, help="sliding window step (default: context/2)")
+    t = p.add_argument_group("generation metrics")
+    t.add_argument("--task", default=None, help="a registered task (cantos), a task YAML or package.module:function")
+    t.add_argument("--data", default=None, help="the task's examples (JSONL) instead of its default file")
+    t.add_argument("--split", default="all", choices=["all", "train", "test"],
+                   help="deterministic held-out split (test: a fixed 20%%)")
+    t.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only")
+    t.add_argument("--constrained", default="auto", choices=["auto", "on", "off", "both"],
+                   help="JSON-constrained decoding; auto: both ways when the task has a schema")
+    t.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation budget (default: longest reference in tokens + 16)")
+    t.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", default="eval", help="folder for eval.md, eval.json, eval.csv, completions.jsonl")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _load(name: str, device: str):
+    from ..model import load_pretrained, resolve_model_path
+    from ..tokenizer import load_tokenizer
+
+    path = resolve_model_path(name)
+    if not Path(path).exists() and (name.startswith((".", "/", "~")) or name.count("/") != 1):
+        raise LmforgeError(f"model not found: {name} (no such folder, and not a hub id owner/name)")
+    tokenizer = load_tokenizer(path)
+    model = load_pretrained(name).to(device).eval()
+    return model, tokenizer
+
+
+def _modes(args, task) -> list[bool]:
+    choice = args.constrained
+    if choice == "auto":
+        choice = "both" if task.schema is not None else "off"
+    return {"on": [True], "off": [False], "both": [False, True]}[choice]
+
+
+def _eval_task(model, tokenizer, task, args, label, table, samples) -> None:
+    from . import generate_completions
+
+    budget = args.max_new_tokens or max(len(tokenizer(task.reference(r), add_special_tokens=False)["input_ids"])
+                                        for r in task.rows) + 16
+    prompts = [task.prompt(r) for r in task.rows]
+    for constrained in _modes(args, task):
+        row = f"{label} +json" if constrained else label
+        t0 = time.perf_counter()
+        comps = generate_completions(model, tokenizer, prompts, max_new_tokens=budget, batch_size=args.batch_size,
+                                     constrained=constrained, schema=task.schema)
+        table.setdefault(row, {}).update(task.evaluate(comps, task.rows))
+        print(f"  {row}: {len(prompts)} examples in {time.perf_counter() - t0:.1f}s", flush=True)
+        samples += [{"model": row, "prompt": p, "completion": c, "reference": task.reference(r)}
+                    for p, c, r in zip(prompts, comps, task.rows)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from .lm import score_file
+    from .report import to_markdown, write_report
+    from .tasks import load_task
+
+    if not args.text and not args.task:
+        raise LmforgeError("nothing to evaluate: give --text FILE and/or --task NAME")
+    for f in args.text:
+        if not Path(f).is_file():
+            raise LmforgeError(f"text file not found: {f}")
+    task = load_task(args.task, args.data, args.split) if args.task else None
+    if task is not None and args.limit:
+        task.rows = task.rows[: args.limit]
+    device = _device(args.device)
+    table: dict[str, dict[str, float]] = {}
+    samples: list[dict] = []
+    for name in args.models:
+        print(f"{name}:", flush=True)
+        model, tokenizer = _load(name, device)
+        for f in args.text:
+            s = score_file(model, tokenizer, f, max_chars=args.max_chars, context=args.context, stride=args.stride,
+                           batch_size=args.batch_size)
+            table.setdefault(name, {}).update({f"{k}:{Path(f).name}": s[k]
+                                               for k in ("perplexity", "bits_per_char", "bits_per_byte")})
+        if task is not None:
+            _eval_task(model, tokenizer, task, args, name, table, samples)
+    meta = {"task": task.name if task else None, "split": args.split, "examples": len(task.rows) if task else 0,
+            "text": args.text, "max_chars": args.max_chars, "device": device}
+    paths = write_report(table, args.out, meta=meta)
+    if samples:
+        with open(Path(args.out) / "completions.jsonl", "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+    print()
+    print(to_markdown(table), end="")
+    print(f"\nwrote {paths['md']}, {paths['json']}, {paths['csv']}")
+    return 0
