@@ -367,21 +367,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true")
 
 
-def _load(name: str, trust_remote_code: bool):
-    """The tokenizer, and the model when the folder has one (a tokenizer-only folder is checked as such)."""
+def load_model_and_tokenizer(name: str, trust_remote_code: bool = False):
+    """The model (None for a tokenizer-only folder) and its tokenizer; a LoRA adapter saved without a
+    tokenizer uses its base model's."""
     from .model import load_pretrained, resolve_model_path
     from .tokenizer import load_tokenizer
 
-    path = resolve_model_path(name)
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    p = Path(path)
+    p = Path(resolve_model_path(name))
+    tok_path = p
+    if (p / "adapter_config.json").is_file() and not (p / "tokenizer_config.json").is_file():
+        tok_path = json.loads((p / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+    tokenizer = load_tokenizer(tok_path, trust_remote_code=trust_remote_code)
     if p.is_dir() and not any((p / f).is_file() for f in ("config.json", "adapter_config.json")):
         return None, tokenizer
-    return load_pretrained(path, trust_remote_code=trust_remote_code), tokenizer
+    return load_pretrained(p, trust_remote_code=trust_remote_code), tokenizer
 
 
 def run(args) -> int:
-    model, tokenizer = _load(args.model, args.trust_remote_code)
+    model, tokenizer = load_model_and_tokenizer(args.model, args.trust_remote_code)
     kw: dict = {"generation": model_generation(model) if model is not None else {}}
     if args.config:
         settings = settings_from_config(args.config)

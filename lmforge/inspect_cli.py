@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from string import Template
 
+from .doctor import check, load_model_and_tokenizer, raise_on_errors
 from .errors import LmforgeError
 from .inspect import Inspection, bits, encode, inspect_ids
 
@@ -31,11 +32,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .model import load_pretrained, resolve_model_path
-    from .tokenizer import load_tokenizer
-
-    path = resolve_model_path(args.model)
-    tokenizer = load_tokenizer(path, trust_remote_code=args.trust_remote_code)
+    model, tokenizer = load_model_and_tokenizer(args.model, args.trust_remote_code)
+    if model is None:
+        raise LmforgeError(f"{args.model}: no model there (no config.json or adapter_config.json)")
     ids = encode(tokenizer, args.text, add_bos=not args.no_bos)
     if ids.numel() < 2:
         raise LmforgeError("--text: need at least 2 tokens (BOS included) to show a prediction")
@@ -45,7 +44,8 @@ def run(args) -> int:
         raise LmforgeError(f"--target-position={args.target_position} is outside the text's {ids.numel()} tokens")
     if args.top_k < 1:
         raise LmforgeError(f"--top-k={args.top_k}: must be at least 1")
-    model = load_pretrained(path, trust_remote_code=args.trust_remote_code)
+    # the doctor's checks that would make the views meaningless or crash (text past the context, ids past the embedding)
+    raise_on_errors(check(model, tokenizer, prompts=[args.text], only=["context", "vocab_size", "special_tokens"]))
     insp = inspect_ids(model, tokenizer, ids, k=args.top_k, target_position=args.target_position)
     report = write_report(insp, tokenizer, Path(args.out), model_name=str(args.model))
     print(f"mean surprisal {float(insp.surprisal.mean()):.3f} nats/token over {ids.numel() - 1} predictions")

@@ -154,7 +154,7 @@ def test_cli_writes_a_self_contained_report(report_dir, tiny_model_dir, tiny_tok
     for name in ("surprisal", "logit_lens", "attention", "attribution"):
         w, h, _ = png_size_and_ink(report_dir / f"{name}.png")
         assert w > 100 and h > 100
-    assert main(["inspect", str(tiny_model_dir), "--text", TEXT, "--target-position", "99"]) == 2
+    assert main(["inspect", str(tiny_model_dir), "--text", TEXT, "--target-position", "99", "--out", str(report_dir)]) == 2
     assert "--target-position=99 is outside" in capsys.readouterr().err
 
 
@@ -170,3 +170,13 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     w, h, ink = png_size_and_ink(shot)
     assert (w, h) == (1200, 900)
     assert ink > 0.03, f"the screenshot is almost blank ({ink:.1%} ink)"
+
+
+def test_cli_inspects_a_lora_adapter_folder(lora_model, tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    lora_model.save_pretrained(adapter)  # adapter weights only: the tokenizer comes from the base model
+    assert not (adapter / "tokenizer_config.json").exists()
+    assert main(["inspect", str(adapter), "--text", TEXT, "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.html").is_file()
+    assert main(["inspect", str(adapter), "--text", TEXT * 8, "--max-tokens", "1000", "--out", str(tmp_path)]) == 2  # past 128 positions
+    assert "more than the model's 128 positions" in capsys.readouterr().err
