@@ -22,7 +22,8 @@ SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p":
 # Data formats: (name, the keys that identify a row, the key of the completion that must end with EOS).
 # First match wins; chat rows get their EOS from the chat template.
 ROW_KINDS = [("chat", ("messages",), None), ("alpaca", ("instruction", "output"), "output"),
-             ("prompt_completion", ("prompt", "completion"), "completion"), ("input_output", ("input", "output"), "output"),
+             ("prompt_completion", ("prompt", "completion"), "completion"),
+             ("input_output", ("input", "output"), "output"),
              ("text", ("text",), "text")]
 GENERATION_KEYS = {"max_length", "max_new_tokens", "do_sample", "eos_token_id", "pad_token_id", *SAMPLING_DEFAULTS}
 
@@ -124,6 +125,7 @@ def max_positions(setup: Setup) -> Optional[int]:
 
 
 def embedding_rows(model) -> Optional[int]:
+    """Rows of the input embedding (the ids the model can take), or None without a model."""
     emb = model.get_input_embeddings() if model is not None and hasattr(model, "get_input_embeddings") else None
     return getattr(emb, "num_embeddings", None)
 
@@ -136,7 +138,7 @@ def _ids(value) -> set:
 
 @CHECKS.register("pad")
 def check_pad(s: Setup) -> list[Finding]:
-    """PAD must exist and differ from EOS: with PAD == EOS, masking padding masks every EOS and the model never stops."""
+    """PAD must exist and differ from EOS: with PAD == EOS, masking padding masks every EOS too."""
     tok = s.tokenizer
     if tok is None or tok.eos_token is None or s.purpose == "generate":
         return []  # generation masks padding with the attention mask: PAD == EOS is harmless there
@@ -158,7 +160,8 @@ def check_eos(s: Setup) -> list[Finding]:
     if tok is None:
         return []
     if tok.eos_token is None:
-        return [Finding("eos", "error", "the tokenizer has no EOS token: training cannot mark ends, generation never stops",
+        return [Finding("eos", "error", "the tokenizer has no EOS token: training cannot mark ends, "
+                        "generation never stops",
                         "tokenizer.add_special_tokens({'eos_token': '</s>'}) then model.resize_token_embeddings")]
     out = []
     for where, value in (("model.config", getattr(getattr(s.model, "config", None), "eos_token_id", None)),
@@ -185,7 +188,8 @@ def check_special_tokens(s: Setup) -> list[Finding]:
             if t not in vocab:
                 out.append(Finding("special_tokens", "error", f"{name} {t!r} is not in the vocabulary "
                                    f"(it encodes as UNK, id {tok.unk_token_id})",
-                                   f"tokenizer.add_special_tokens({{'{name}': {t!r}}}) then model.resize_token_embeddings"))
+                                   f"tokenizer.add_special_tokens({{'{name}': {t!r}}}) "
+                                   "then model.resize_token_embeddings"))
             elif rows is not None and vocab[t] >= rows:
                 out.append(Finding("special_tokens", "error", f"{name} {t!r} has id {vocab[t]}, outside the "
                                    f"model's {rows}-row embedding", "model.resize_token_embeddings(len(tokenizer))"))
@@ -298,7 +302,8 @@ def check_context(s: Setup) -> list[Finding]:
             break
         if n + new > limit:
             out.append(Finding("context", "warning", f"prompt {i + 1} ({n} tokens) + max_new_tokens={new} exceeds the "
-                               f"model's {limit} positions", f"set max_new_tokens <= {limit - n} or shorten the prompt"))
+                               f"model's {limit} positions",
+                               f"set max_new_tokens <= {limit - n} or shorten the prompt"))
             break
     long_rows = [i for i, r in enumerate(s.rows or []) if row_kind(r) not in (None, "text")
                  and s.n_tokens(full_text(r)) > limit]

@@ -44,6 +44,7 @@ def least_likely(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def bits(nats: torch.Tensor) -> torch.Tensor:
+    """Nats to bits."""
     return nats / torch.log(torch.tensor(2.0))
 
 
@@ -69,6 +70,7 @@ def _first_attr(obj, names: tuple[str, ...], what: str):
 
 
 def model_parts(model) -> Parts:
+    """Embedding, decoder layers, final norm and head of a Llama-like (or GPT-2-like) model, PEFT or not."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT -> transformers model
     decoder = base.get_decoder()
     return Parts(
@@ -161,7 +163,7 @@ def lens_logits(model, hidden: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def logit_lens(model, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-1 token of every layer at every position: probabilities (L+1, T), ids (L+1, T), and the model's logits (T, V).
+    """Top-1 token of every layer at every position: probabilities (L+1, T), ids (L+1, T); and the logits (T, V).
 
     Row 0 is the embeddings, row L the last layer (its top-1 is the model's own prediction). One layer's
     logits at a time, so memory stays (T, V) even for large vocabularies.

@@ -22,7 +22,7 @@ MAX_LAYERS_SHOWN, MAX_HEADS_SHOWN = 12, 16  # attention grid cap: a 32x32 grid o
 def add_arguments(parser) -> None:
     parser.add_argument("model", help="model folder, lmforge run folder (uses best/ or model/), LoRA adapter or hub id")
     parser.add_argument("--text", required=True, help="the text to inspect")
-    parser.add_argument("--out", default="inspect", help="output folder for report.html and the PNGs (default: inspect)")
+    parser.add_argument("--out", default="inspect", help="folder for report.html and the PNGs (default: inspect)")
     parser.add_argument("--top-k", type=int, default=5, help="alternatives shown per position (default: 5)")
     parser.add_argument("--target-position", type=int, default=-1,
                         help="token position whose top prediction is attributed to the inputs (default: the last)")
@@ -252,7 +252,8 @@ def write_report(insp: Inspection, tokenizer, out_dir: Path, model_name: str = "
     # colour scale to the 95th percentile: one huge surprisal (often the first word) would wash out the rest
     vmax = max(float(insp.surprisal.quantile(0.95)), 1e-6)
     note = "" if (L <= MAX_LAYERS_SHOWN and H <= MAX_HEADS_SHOWN) else (
-        f"Showing layers {[i + 1 for i in shown(L, MAX_LAYERS_SHOWN)]} and heads {[i + 1 for i in shown(H, MAX_HEADS_SHOWN)]}.")
+        f"Showing layers {[i + 1 for i in shown(L, MAX_LAYERS_SHOWN)]} "
+        f"and heads {[i + 1 for i in shown(H, MAX_HEADS_SHOWN)]}.")
     page = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
         model=html.escape(model_name), n_tokens=len(insp.tokens), n_layers=L, n_heads=H, vocab=len(tokenizer),
         mean_surprisal=f"{float(insp.surprisal.mean()):.3f}", mean_bits=f"{float(bits(insp.surprisal).mean()):.3f}",

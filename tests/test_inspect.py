@@ -33,7 +33,8 @@ def lora_model(model):
     """LoRA on attention and on the output head, initialised non-zero so the adapters change the logits."""
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "lm_head"], init_lora_weights=False, task_type="CAUSAL_LM")
+    cfg = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "lm_head"], init_lora_weights=False,
+                     task_type="CAUSAL_LM")
     return get_peft_model(copy.deepcopy(model), cfg).eval()
 
 
@@ -154,7 +155,8 @@ def test_cli_writes_a_self_contained_report(report_dir, tiny_model_dir, tiny_tok
     for name in ("surprisal", "logit_lens", "attention", "attribution"):
         w, h, _ = png_size_and_ink(report_dir / f"{name}.png")
         assert w > 100 and h > 100
-    assert main(["inspect", str(tiny_model_dir), "--text", TEXT, "--target-position", "99", "--out", str(report_dir)]) == 2
+    bad = ["inspect", str(tiny_model_dir), "--text", TEXT, "--target-position", "99", "--out", str(report_dir)]
+    assert main(bad) == 2
     assert "--target-position=99 is outside" in capsys.readouterr().err
 
 
@@ -178,5 +180,6 @@ def test_cli_inspects_a_lora_adapter_folder(lora_model, tmp_path, capsys):
     assert not (adapter / "tokenizer_config.json").exists()
     assert main(["inspect", str(adapter), "--text", TEXT, "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "report.html").is_file()
-    assert main(["inspect", str(adapter), "--text", TEXT * 8, "--max-tokens", "1000", "--out", str(tmp_path)]) == 2  # past 128 positions
+    too_long = ["inspect", str(adapter), "--text", TEXT * 8, "--max-tokens", "1000", "--out", str(tmp_path)]
+    assert main(too_long) == 2  # past the model's 128 positions
     assert "more than the model's 128 positions" in capsys.readouterr().err
