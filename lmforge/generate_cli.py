@@ -84,10 +84,8 @@ def run(args) -> int:
 
 def _doctor(model, tokenizer, settings, prompts) -> None:
     """The doctor's generation checks run first and refuse errors with the same messages."""
-    try:
-        from .doctor import check, raise_on_errors
-    except ImportError:
-        return
+    from .doctor import check, raise_on_errors
+
     gen = {"max_new_tokens": settings.max_new_tokens, "temperature": settings.temperature,
            "do_sample": settings.temperature > 0 and settings.strategy != "greedy"}
-    raise_on_errors(check(model=model, tokenizer=tokenizer, generation=gen, prompts=prompts))
+    raise_on_errors(check(model=model, tokenizer=tokenizer, generation=gen, prompts=prompts, purpose="generate"))

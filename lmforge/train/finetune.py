@@ -67,25 +67,24 @@ def stage_data(cfg: RunConfig, data_cfg: DataConfig, tokenizer, context: int, ac
     return ExampleBatches(train_ex, val_ex, layout, cfg.seed, tokenizer.pad_token_id)
 
 
-def run_checks(cfg: RunConfig, model, tokenizer) -> None:
-    """The doctor's checks on the base model and tokenizer; errors refuse to train."""
-    try:
-        from ..doctor import check, raise_on_errors
-    except ImportError:
-        return
-    raise_on_errors(check(model=model, tokenizer=tokenizer))
+def run_checks(cfg: RunConfig, model, tokenizer, context: int) -> None:
+    """The doctor's checks on the base model and tokenizer; errors refuse to train, with the same messages."""
+    from ..doctor import check, raise_on_errors
+
+    raise_on_errors(check(model=model, tokenizer=tokenizer, data_format=cfg.data.format, max_positions=context,
+                          purpose="train"))
 
 
 def finetune(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
     """Fine-tunes ``model.base`` on ``data`` then on each of ``stages``; returns the run folder."""
     accelerator = make_accelerator(cfg)
     tokenizer, model = load_base(cfg)
-    run_checks(cfg, model, tokenizer)
     run_dir = cfg.run_dir
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     context = cfg.model.context or min(getattr(model.config, "max_position_embeddings", 1024), 1024)
+    run_checks(cfg, model, tokenizer, context)
     reference = make_reference(cfg, model)
     sampler = Sampler(cfg, tokenizer, run_dir)
     stages = [(cfg.data, cfg.train.max_steps, cfg.train.lr)] + [
