@@ -112,7 +112,11 @@ class JsonConstraint:
         ok[never] = False
         self.ok_words = np.packbits(np.pad(ok, (0, -self.vocab_size % 32)), bitorder="little").view(np.int32)
         self.bitmask = xgr.allocate_token_bitmask(1, self.vocab_size)
-        self.min_tokens = len(self.closing_path(xgr.GrammarMatcher(self.compiled)) or [])
+        shortest = self.closing_path(xgr.GrammarMatcher(self.compiled))
+        if shortest is None:
+            raise LmforgeError("schema: no valid JSON found that this tokenizer can spell "
+                               "(a key or constant uses characters outside its vocabulary?)")
+        self.min_tokens = len(shortest)
         self.margin = self._margin(compiler, vocab)
 
     def _margin(self, compiler, vocab) -> int:

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     table: dict[str, dict[str, float]] = {}
     samples: list[dict] = []
-    for name in args.models:
+    for name in dict.fromkeys(args.models):  # a model named twice is evaluated once
         print(f"{name}:", flush=True)
         model, tokenizer = _load(name, device)
         for f in args.text:
