@@ -66,12 +66,16 @@ class SourceConfig(Section):
     format: Optional[str] = None
     """Overrides data.format for this source."""
     split: str = "train"
+    """The split of a hub dataset."""
+    holdout: Optional[Literal["train", "test"]] = None
+    """Rows of a file: only the fixed held-out split's train or test part (the split `lmforge eval --split` uses)."""
 
 
 class DataConfig(Section):
     train: list[SourceConfig] = []
     val: list[SourceConfig] = []
-    """Validation sources; when empty the last ``val_fraction`` of the training data is held out."""
+    """Validation sources; when empty, ``val_fraction`` of each training source is held out (text: its end;
+    rows: a random draw by seed)."""
     format: str = "text"
     """text | alpaca | chat | prompt_completion | template | any registered format."""
     template: Optional[str] = None

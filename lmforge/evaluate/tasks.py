@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..constrained import check_schema
+from ..data.split import SPLIT_SEED, TEST_FRACTION, split_rows  # noqa: F401 (re-exported)
 from ..errors import LmforgeError
 from ..registry import TASKS
 from . import metrics as M
-
-SPLIT_SEED = 20260101  # fixed: the held-out split never changes between runs or machines
-TEST_FRACTION = 0.2
 
 
 @dataclass
@@ -66,18 +64,6 @@ class Task:
 
     def split(self, name: str, seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION) -> "Task":
         return replace(self, rows=split_rows(self.rows, name, seed, test_fraction))
-
-
-def split_rows(rows: list, name: str, seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION) -> list:
-    """A deterministic split: ``test`` is a fixed random ``test_fraction`` of rows, ``train`` the rest."""
-    if name in ("all", None):
-        return list(rows)
-    if name not in ("train", "test"):
-        raise LmforgeError(f"--split: unknown split {name!r}; use train, test or all")
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    test = set(order[: max(1, round(len(rows) * test_fraction))])
-    return [r for i, r in enumerate(rows) if (i in test) == (name == "test")]
 
 
 def read_jsonl(path: str | Path, keys: tuple[str, ...] = ("input", "output")) -> list[dict]:
