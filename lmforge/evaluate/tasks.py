@@ -8,7 +8,6 @@ A registered task is a factory ``(data=None, split="all") -> Task``. User tasks 
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
