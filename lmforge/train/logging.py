@@ -99,7 +99,7 @@ class RunLogger:
         """Steps, tokens and seconds since ``start``: the run's real throughput, not its best step's."""
         secs = time.time() - self._run_t0
         return {"step": self._last_step, "run_steps": self._run_steps, "run_tokens": self._run_tokens,
-                "run_time_s": secs, "run_tokens_per_s": self._run_tokens / max(secs, 1e-9)}
+                "run_time_s": secs, "run_tokens_per_s": self._run_tokens / max(secs, 1e-9), **peak_memory()}
 
     def close(self) -> None:
         if not self.main:
@@ -115,6 +115,18 @@ class RunLogger:
             self._tb = None
         self._metrics.flush()
         plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+
+
+def peak_memory() -> dict:
+    """High-water memory of this process: GPU allocations where CUDA is used, else resident set size."""
+    import resource
+
+    import torch
+
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
 
 
 def plot_losses(metrics_path: Path, out: Path) -> None:
