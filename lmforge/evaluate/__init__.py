@@ -12,39 +12,24 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
-
 from . import metrics  # noqa: F401  (registers the metrics)
 from .tasks import Task
 
 
-@torch.no_grad()
 def generate_completions(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int = 8,
                          constrained: bool = False, schema: Optional[dict] = None) -> list[str]:
-    """Greedy completions (text after the prompt, special tokens dropped); JSON-constrained if asked."""
-    from transformers import LogitsProcessorList
+    """Greedy completions (text after the prompt) through ``lmforge.generate``, as ``lmforge generate``
+    makes them (BOS first, left padding, budget capped at the model's positions); JSON-constrained if asked."""
+    from ..generate import GenerationSettings, generate
 
-    from ..constrained import json_logits_processor
-
-    device = next(model.parameters()).device
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "left"  # batched generation continues every row from its last real token
-    out: list[str] = []
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0, strategy="greedy",
+                                  json_schema=(schema if schema is not None else "any") if constrained else None,
+                                  batch_size=batch_size)
+    was_training = model.training
     try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True).to(device)
-            procs = None
-            if constrained:  # a fresh processor per call: it keeps one grammar state per row
-                vocab = int(model.config.vocab_size)
-                procs = LogitsProcessorList([json_logits_processor(tokenizer, schema, max_new_tokens, vocab, greedy=True)])
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, logits_processor=procs,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return generate(model, tokenizer, prompts, settings)
     finally:
-        model.train(was_training)
-        tokenizer.padding_side = side
-    return out
+        model.train(was_training)  # the training loop's evaluation block gets its model back as it was
 
 
 def evaluate_generation(model, tokenizer, task: Task, rows: list[dict], *, max_new_tokens: int,

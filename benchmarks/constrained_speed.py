@@ -1,0 +1,108 @@
+"""Tokens per second with and without JSON-constrained decoding, on the same model and prompts.
+
+    python benchmarks/constrained_speed.py                       # 3m preset, random weights, CPU
+    python benchmarks/constrained_speed.py --model runs/cantos --batch-sizes 1 8
+
+Greedy decoding (as ``lmforge eval`` does). A token is counted up to and including the row's EOS, so a
+constrained row that closes its JSON early is not charged for padding. Prints a table and writes JSON to
+benchmarks/out/constrained_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import OUT, machine  # noqa: E402
+
+from lmforge.constrained import json_logits_processor  # noqa: E402
+from lmforge.evaluate.tasks import CANTOS_SCHEMA, CANTOS_TEMPLATE  # noqa: E402
+
+TEXT = ('### Question: "What is the first line of Canto I?"\n ### Answer: {"references": [{"canto": 1, "lines": [1]}]}\n'
+        '### Question: "the last five lines of canto 4"\n ### Answer: {"references": [{"canto": 4, "lines": '
+        '[-5, -4, -3, -2, -1]}]}\nAnd then went down to the ship, set keel to breakers, forth on the godly sea.\n')
+QUESTIONS = ["What is the first line of Canto I?", "the last lines of canto 81", "Pull down thy vanity",
+             "lines 3 to 7 of canto 45", "no reference here", "canto 116, all of it", "the second canto",
+             "the opening of canto 74"]
+
+
+def build(args):
+    from lmforge.config import ModelConfig
+    from lmforge.model import build_model, load_pretrained
+    from lmforge.tokenizer import load_tokenizer, train_tokenizer
+
+    if args.model:
+        return load_pretrained(args.model).eval(), load_tokenizer(args.model)
+    tok = train_tokenizer([TEXT * 50], vocab_size=args.vocab_size)
+    return build_model(ModelConfig(preset=args.preset, context=512), tok, seed=0).eval(), tok
+
+
+def counted(new: torch.Tensor, eos: int) -> int:
+    """Generated tokens up to and including each row's first EOS. new: (B, T)."""
+    total = 0
+    for row in new.tolist():
+        total += row.index(eos) + 1 if eos in row else len(row)
+    return total
+
+
+@torch.no_grad()
+def timed(model, tok, prompts, budget, constrained) -> tuple[float, int]:
+    from transformers import LogitsProcessorList
+
+    enc = tok([tok.bos_token + p for p in prompts], return_tensors="pt", padding=True)
+    procs = LogitsProcessorList([json_logits_processor(tok, CANTOS_SCHEMA, budget, greedy=True)]) if constrained else None
+    t0 = time.perf_counter()
+    out = model.generate(**enc, max_new_tokens=budget, do_sample=False, logits_processor=procs,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    dt = time.perf_counter() - t0
+    return dt, counted(out[:, enc["input_ids"].shape[1]:], tok.eos_token_id)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="a trained model folder (default: a random --preset model)")
+    p.add_argument("--preset", default="3m")
+    p.add_argument("--vocab-size", type=int, default=256)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tok = build(args)
+    tok.padding_side = "left"
+    rows = []
+    for bs in args.batch_sizes:
+        prompts = [CANTOS_TEMPLATE.split("{output}")[0].format(input=q) for q in (QUESTIONS * bs)[:bs]]
+        timed(model, tok, prompts, 16, False), timed(model, tok, prompts, 16, True)  # warm-up, grammar compile
+        for constrained in (False, True):
+            runs = [timed(model, tok, prompts, args.max_new_tokens, constrained) for _ in range(args.repeats)]
+            rates = [n / dt for dt, n in runs]
+            rows.append({"batch_size": bs, "constrained": constrained, "tokens": runs[0][1],
+                         "tokens_per_s": statistics.median(rates), "runs_tokens_per_s": rates})
+    for r in rows:
+        if r["constrained"]:
+            free = next(x for x in rows if x["batch_size"] == r["batch_size"] and not x["constrained"])
+            r["slowdown"] = free["tokens_per_s"] / r["tokens_per_s"] - 1
+    print(f"{'batch':>5} {'decoding':>12} {'tokens':>7} {'tokens/s':>10} {'slower':>8}")
+    for r in rows:
+        slower = f"{100 * r['slowdown']:+.1f}%" if "slowdown" in r else ""
+        print(f"{r['batch_size']:>5} {'constrained' if r['constrained'] else 'free':>12} {r['tokens']:>7} "
+              f"{r['tokens_per_s']:>10.1f} {slower:>8}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    doc = {"model": args.model or f"random {args.preset}", "max_new_tokens": args.max_new_tokens,
+           "machine": machine(), "rows": rows}
+    (OUT / "constrained_speed.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {OUT / 'constrained_speed.json'}")
+
+
+if __name__ == "__main__":
+    main()
