@@ -86,7 +86,7 @@ def resolve_model_path(name: str | Path) -> str:
     """An lmforge run folder resolves to its best checkpoint, else its final model."""
     p = Path(name)
     for sub in ("best", "model"):
-        if (p / sub / "config.json").is_file():
+        if (p / sub / "config.json").is_file() or (p / sub / "adapter_config.json").is_file():
             return str(p / sub)
     return str(name)
 

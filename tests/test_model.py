@@ -1,0 +1,38 @@
+import torch
+
+from lmforge.config import ModelConfig
+from lmforge.model import PRESETS, build_model, flops_per_token, resolve_model_path
+
+
+def test_presets_are_llama_with_rope_and_expected_sizes(tiny_tokenizer):
+    sizes = {}
+    for name in ("tiny", "1m", "10m"):
+        m = build_model(ModelConfig(preset=name), tiny_tokenizer)
+        assert type(m).__name__ == "LlamaForCausalLM" and m.config.hidden_act == "silu"
+        assert m.config.max_position_embeddings == PRESETS[name].context
+        sizes[name] = sum(p.numel() for p in m.parameters())
+    assert sizes["tiny"] < 1e6 < 8e6 < sizes["10m"] < 12e6
+
+
+def test_flops_per_token_by_hand(tiny_tokenizer):
+    m = build_model(ModelConfig(preset="tiny"), tiny_tokenizer)
+    d, f, L, V, T = 64, 176, 2, len(tiny_tokenizer), 128
+    per_layer = 4 * d * d + 3 * d * f  # q, k, v, o + gate, up, down
+    assert flops_per_token(m, T) == 6 * (L * per_layer + V * d) + 12 * L * d * T
+
+
+def test_same_seed_same_weights(tiny_tokenizer):
+    a = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=3)
+    b = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_run_folder_resolves_to_best_then_model(tmp_path):
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "adapter_config.json").write_text("{}")
+    assert resolve_model_path(run) == str(run / "model")
+    (run / "best").mkdir()
+    (run / "best" / "config.json").write_text("{}")
+    assert resolve_model_path(run) == str(run / "best")
+    assert resolve_model_path("owner/name") == "owner/name"
