@@ -23,7 +23,7 @@ class RunLogger:
         self._t = time.time()
         self._tokens = 0
         # whole-run throughput: every token over the loop's wall-clock, evaluation and saving included
-        self._run_t0 = time.time()
+        self._run_t0, self._run_cpu0 = time.time(), time.process_time()
         self._run_tokens = self._run_steps = self._last_step = 0
         self.history: list[dict] = []
         if main:
@@ -48,6 +48,7 @@ class RunLogger:
             self._bar = tqdm(total=total, initial=step, desc="train", file=sys.stderr, dynamic_ncols=True,
                              mininterval=1.0)
         self._t = self._run_t0 = time.time()
+        self._run_cpu0 = time.process_time()
 
     def _record(self, row: dict) -> None:
         self.history.append(row)
@@ -98,8 +99,12 @@ class RunLogger:
     def summary(self) -> dict:
         """Steps, tokens and seconds since ``start``: the run's real throughput, not its best step's."""
         secs = time.time() - self._run_t0
+        # CPU seconds of this process: on a machine shared with other work, tokens per CPU-second
+        # still measures the code (with OMP_NUM_THREADS=1 it is a per-core figure)
+        cpu = time.process_time() - self._run_cpu0
         return {"step": self._last_step, "run_steps": self._run_steps, "run_tokens": self._run_tokens,
-                "run_time_s": secs, "run_tokens_per_s": self._run_tokens / max(secs, 1e-9), **peak_memory()}
+                "run_time_s": secs, "run_tokens_per_s": self._run_tokens / max(secs, 1e-9), "run_cpu_s": cpu,
+                **peak_memory()}
 
     def close(self) -> None:
         if not self.main:
