@@ -67,6 +67,10 @@ class SourceConfig(Section):
     """Overrides data.format for this source."""
     split: str = "train"
     """The split of a hub dataset."""
+    subset: Optional[str] = None
+    """A hub dataset's configuration, e.g. 20231101.en for wikimedia/wikipedia."""
+    max_rows: Optional[int] = Field(None, ge=1)
+    """Read at most this many rows of a hub dataset, streamed (no full download of a large corpus)."""
     holdout: Optional[Literal["train", "test"]] = None
     """Rows of a file: only the fixed held-out split's train or test part (the split `lmforge eval --split` uses)."""
 

@@ -69,7 +69,7 @@ def tokenize_example(prompt: str, completion: str, tokenizer, max_len: int, comp
 def source_examples(source: SourceConfig, data_cfg: DataConfig, tokenizer, max_len: int) -> list[dict]:
     """Reads one source, applies its format, tokenizes every row (in batches, the fast path)."""
     fmt = source.format or data_cfg.format
-    records = split_rows(read_records(source.path, source.split), source.holdout)
+    records = split_rows(read_records(source.path, source.split, source.subset, source.max_rows), source.holdout)
     pairs = [render(fmt, r.row, r.where, tokenizer=tokenizer, template=data_cfg.template) for r in records]
     bos, eos = special_ids(tokenizer)
     prompts = _encode_all([p for p, _ in pairs], tokenizer)

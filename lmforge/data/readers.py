@@ -11,6 +11,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Optional
 from typing import NamedTuple
 
 from ..errors import LmforgeError
@@ -31,7 +32,8 @@ def read_rows(path: str | Path, split: str = "train") -> list[dict]:
     return [r.row for r in read_records(path, split)]
 
 
-def read_records(path: str | Path, split: str = "train") -> list[Record]:
+def read_records(path: str | Path, split: str = "train", subset: Optional[str] = None,
+                 max_rows: Optional[int] = None) -> list[Record]:
     """Like ``read_rows`` but each row comes with its place, for error messages."""
     p = Path(path).expanduser()
     if p.is_dir():
@@ -44,7 +46,7 @@ def read_records(path: str | Path, split: str = "train") -> list[Record]:
     name = str(path)
     if _suffix(p) in SUFFIXES or not looks_like_hub_id(name):
         raise LmforgeError(f"data file not found: {name}")
-    return read_hub(name, split)
+    return read_hub(name, split, subset, max_rows)
 
 
 def _suffix(p: Path) -> str:
@@ -191,12 +193,16 @@ def _read_parquet(p: Path) -> list[Record]:
     return [Record(f"{p}: row {i}", row) for i, row in enumerate(rows)]
 
 
-def read_hub(name: str, split: str = "train") -> list[Record]:
-    """A hub dataset through ``datasets.load_dataset``; offline or missing gives one line naming it."""
+def read_hub(name: str, split: str = "train", subset: Optional[str] = None, max_rows: Optional[int] = None) -> list[Record]:
+    """A hub dataset through ``datasets.load_dataset`` (streamed when ``max_rows``); offline gives one line."""
+    import itertools
+
     import datasets
 
     try:
-        ds = datasets.load_dataset(name, split=split)
+        ds = datasets.load_dataset(name, subset, split=split, streaming=max_rows is not None)
+        if max_rows is not None:
+            ds = list(itertools.islice(ds, max_rows))
     except Exception as e:  # datasets raises ConnectionError, DatasetNotFoundError, ValueError (bad split), ...
         raise LmforgeError(
             f"cannot load dataset {name!r} split {split!r} from the Hugging Face hub "

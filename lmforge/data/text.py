@@ -27,11 +27,19 @@ def read_text_file(path: Path) -> str:
                            "e.g. iconv -f latin1 -t utf-8") from None
 
 
-def _hub_texts(name: str, split: str) -> list[str]:
+def _hub_texts(src: SourceConfig) -> list[str]:
+    """One document per row of a hub dataset's text column (streamed when ``max_rows`` is set)."""
+    import itertools
+
+    name = src.path
     try:
         import datasets
 
-        ds = datasets.load_dataset(name, split=split)
+        ds = datasets.load_dataset(name, src.subset, split=src.split, streaming=src.max_rows is not None)
+        if src.max_rows is not None:
+            rows = list(itertools.islice(ds, src.max_rows))
+            column = "text" if rows and "text" in rows[0] else next(iter(rows[0])) if rows else "text"
+            return [str(r[column]) for r in rows]
     except Exception as e:  # offline, missing, gated: datasets raises many types
         raise LmforgeError(f"cannot load dataset {name!r} from the Hugging Face hub ({type(e).__name__}; "
                            "offline or misspelled?); pass a local file or folder instead") from None
@@ -50,7 +58,7 @@ def source_texts(src: SourceConfig) -> list[str]:
             raise LmforgeError(f"{p}: folder has no text files (.txt, .md, .raw)")
         docs = [read_text_file(f) for f in files]
     elif looks_like_hub_id(src.path):
-        docs = _hub_texts(src.path, src.split)
+        docs = _hub_texts(src)
     else:
         raise LmforgeError(f"data file not found: {src.path}")
     if not any(d.strip() for d in docs):

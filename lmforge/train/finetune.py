@@ -67,6 +67,17 @@ def stage_data(cfg: RunConfig, data_cfg: DataConfig, tokenizer, context: int, ac
     return ExampleBatches(train_ex, val_ex, layout, cfg.seed, tokenizer.pad_token_id)
 
 
+def stage_evaluators(sampler, reference, data, tokenizer, model) -> tuple:
+    """Samples always; with a reference model, the unlikeliness measurements too (TensorBoard eval/unlikely/*)."""
+    if reference is None:
+        return (sampler,)
+    from ..decoding import well_formed_mask
+    from ..evaluate.unlikeliness import unlikeliness_evaluator
+
+    allowed = well_formed_mask(tokenizer, model.get_output_embeddings().weight.shape[0])
+    return sampler, unlikeliness_evaluator(reference, data, allowed)
+
+
 def run_checks(cfg: RunConfig, model, tokenizer, context: int) -> None:
     """The doctor's checks on the base model and tokenizer; errors refuse to train, with the same messages."""
     from ..doctor import check, raise_on_errors
@@ -109,7 +120,8 @@ def finetune(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
             print_derived(describe(model, context, tokens, steps, pick_precision(cfg.train.precision),
                                    accelerator.device), run_dir / f"derived-stage{i + 1}.json")
         result = train(stage_cfg, model, tokenizer, data, accelerator=accelerator, reference=reference,
-                       evaluators=(sampler,), resume=resume and done > offset, step_offset=offset)
+                       evaluators=stage_evaluators(sampler, reference, data, tokenizer, model),
+                       resume=resume and done > offset, step_offset=offset)
         step = offset + result.step
         if result.interrupted:
             break

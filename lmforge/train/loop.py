@@ -63,7 +63,7 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator=None, reference
 
     tc = cfg.train
     run_dir = cfg.run_dir
-    objective = OBJECTIVES.get(tc.objective)
+    objective = bind_objective(tc.objective, tc.objective_args, tokenizer)
     if getattr(objective, "needs_reference", False) and reference is None:
         raise LmforgeError(f"train.objective={tc.objective} needs a reference model")
     accelerator = accelerator or Accelerator(mixed_precision=pick_precision(tc.precision),
@@ -160,6 +160,29 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator=None, reference
         logger.close()
     result.step = step
     return result
+
+
+def bind_objective(name: str, args: dict, tokenizer):
+    """The registered objective with ``train.objective_args`` (and the tokenizer, if it asks) bound."""
+    import difflib
+    import functools
+    import inspect
+
+    fn = OBJECTIVES.get(name)
+    accepted = [p for p in inspect.signature(fn).parameters if p not in ("model", "batch", "reference", "tokenizer")]
+    for key in args:
+        if key not in accepted:
+            hint = difflib.get_close_matches(key, accepted, n=1)
+            raise LmforgeError(f"train.objective_args: {name} takes no {key!r}"
+                               + (f"; did you mean {hint[0]!r}?" if hint else f"; it takes {', '.join(accepted) or 'none'}"))
+    kwargs = dict(args)
+    if getattr(fn, "needs_tokenizer", False):
+        kwargs["tokenizer"] = tokenizer
+    if not kwargs:
+        return fn
+    bound = functools.partial(fn, **kwargs)
+    bound.needs_reference = getattr(fn, "needs_reference", False)
+    return bound
 
 
 @torch.no_grad()
