@@ -209,15 +209,14 @@ class JsonConstraint:
             path.append(pick)
         return None
 
-    def closing_length(self, matcher, token_id: int, limit: int = MAX_CLOSE) -> float:
-        """Length of the closing path after ``token_id``; inf if the grammar refuses it or cannot close."""
+    def path_after(self, matcher, token_id: int, limit: int = MAX_CLOSE) -> Optional[list[int]]:
+        """The closing path after ``token_id``; None if the grammar refuses it or cannot close."""
         if token_id in self.stop_ids:
-            return 0
+            return []
         m = matcher.fork()
         if not m.accept_token(token_id):
-            return float("inf")
-        path = self.closing_path(m, limit)
-        return float("inf") if path is None else len(path)
+            return None
+        return self.closing_path(m, limit)
 
 
 class JsonLogitsProcessor(transformers.LogitsProcessor):
@@ -234,6 +233,7 @@ class JsonLogitsProcessor(transformers.LogitsProcessor):
         self.matchers: list = []
         self.prompt_len = 0
         self.bound: list[float] = []  # per row: an upper bound on the closing path's length
+        self.known: list[dict] = []  # per row: token -> closing path after it, computed by the last check
         self.restricted_steps = 0  # how often the budget check narrowed the choice (for reports/tests)
 
     def _start(self, input_ids: torch.LongTensor) -> None:
@@ -243,6 +243,7 @@ class JsonLogitsProcessor(transformers.LogitsProcessor):
         self.prompt_len = input_ids.shape[1]
         self.matchers = [xgr.GrammarMatcher(self.c.compiled) for _ in range(B)]
         self.bound = [float(self.c.min_tokens)] * B
+        self.known = [{} for _ in range(B)]
         self.bitmask = xgr.allocate_token_bitmask(B, self.c.vocab_size)  # (B, ceil(V/32)) int32
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -255,6 +256,7 @@ class JsonLogitsProcessor(transformers.LogitsProcessor):
             for i, m in enumerate(self.matchers):
                 if not m.is_terminated():
                     m.accept_token(int(input_ids[i, -1]))
+                    self.known[i] = {"now": self.known[i].get(int(input_ids[i, -1]))}
         remaining = self.max_new_tokens - (input_ids.shape[1] - self.prompt_len)  # this token included
         for i, m in enumerate(self.matchers):
             if m.is_terminated():  # finished rows get padding from generate: leave them free
@@ -265,7 +267,8 @@ class JsonLogitsProcessor(transformers.LogitsProcessor):
             self.bound[i] += self.c.margin
             if remaining - self.bound[i] > self.c.margin:
                 continue  # far from the budget: one token cannot make the document unclosable
-            path = self.c.closing_path(m, remaining)
+            path = self.known[i].get("now") or self.c.closing_path(m, remaining)  # reuse last step's check
+            self.known[i] = {}
             self.bound[i] = float("inf") if path is None else len(path)
             if path is not None and remaining - len(path) <= self.c.margin:
                 self._restrict(i, m, path, scores[i], remaining)
@@ -285,9 +288,12 @@ class JsonLogitsProcessor(transformers.LogitsProcessor):
         top = torch.topk(masked, min(TOP_K, int(allowed.sum()))).indices.tolist()
         nxt = path[0] if path else self.c.stop_ids[0]  # always safe: the closing path's next token
         safe = []
+        self.known[i][nxt] = path[1:]
         for t in top:
-            if t == nxt or self.c.closing_length(m, t, remaining) <= remaining - 1:
+            after = path[1:] if t == nxt else self.c.path_after(m, t, remaining)
+            if after is not None and len(after) <= remaining - 1:
                 safe.append(t)
+                self.known[i][t] = after
                 if self.greedy:
                     break
         words[:] = 0
