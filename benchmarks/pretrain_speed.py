@@ -6,6 +6,7 @@ The fp32 and bf16 matmul peaks are measured in the same process as the MFU denom
 
     python benchmarks/pretrain_speed.py                      # 1m and 10m, fp32/bf16, compile off/on
     python benchmarks/pretrain_speed.py --presets 1m --precisions bf16 --compile on --seconds 60
+    OMP_NUM_THREADS=1 python benchmarks/pretrain_speed.py --bare   # options A/B on a bare step, CPU clock
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, matmul_peaks, print_table, shared_data, timed_pretrain, write_json  # noqa: E402
+from benchmarks.common import bare_steps, machine, matmul_peaks, print_table, shared_data, timed_pretrain, write_json  # noqa: E402
 
 # Per preset: the batch that fills the cores (context comes from the preset: 64 for 1m, 256 for 10m).
 BATCH = {"tiny": 32, "1m": 64, "3m": 32, "10m": 16, "40m": 8}
@@ -36,8 +37,34 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=None, help="sequences per step (default: per preset)")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--data", default=None, help="corpus (default: ../shared/data/tinyshakespeare.txt)")
-    p.add_argument("--out", default="pretrain_speed.json", help="file name under benchmarks/out/")
+    p.add_argument("--bare", action="store_true",
+                   help="rank speed options (bf16, compile, attention, fused AdamW) on a bare step, by CPU time")
+    p.add_argument("--out", default=None, help="file name under benchmarks/out/")
     return p.parse_args(argv)
+
+
+# The options ranked by --bare, each against the default step (fp32, eager, sdpa, foreach AdamW).
+BARE_OPTIONS = [{}, {"bf16": True}, {"compile_mode": "default"}, {"bf16": True, "compile_mode": "default"},
+                {"compile_mode": "max-autotune-no-cudagraphs"}, {"attn": "eager"}, {"fused_adamw": True}]
+
+
+def bare(args) -> int:
+    """Bare training steps per option, timed by the CPU clock (steadier than the wall clock under load)."""
+    rows = []
+    for preset in args.presets:
+        for opt in BARE_OPTIONS:
+            r = bare_steps(preset, args.batch or BATCH[preset], cpu_time=True, **opt)
+            r["gflops"] = r["flops_per_s"] / 1e9
+            rows.append(r)
+            print(f"  {preset} {opt or 'default'}: {r['step_s'] * 1e3:.0f} ms/step, {r['gflops']:.1f} GFLOP/s "
+                  f"(warm-up {r['warmup_s']:.0f} s)", flush=True)
+    print_table(rows, [("preset", "preset", ""), ("batch", "batch", "d"), ("bf16", "bf16", ""),
+                       ("compile", "compile", ""), ("attn", "attn", ""), ("fused_adamw", "fused", ""),
+                       ("step_s", "s/step", ".3f"), ("step_s_min", "min", ".3f"), ("step_s_max", "max", ".3f"),
+                       ("gflops", "GFLOP/s", ".1f"), ("warmup_s", "warm-up s", ".0f")])
+    path = write_json(args.out or "pretrain_bare.json", {"machine": machine(), "rows": rows})
+    print(f"\nwrote {path}")
+    return 0
 
 
 def run_cell(preset: str, precision: str, compiled: bool, args, work: Path, tokenizer: str | None) -> dict:
@@ -61,17 +88,21 @@ def run_cell(preset: str, precision: str, compiled: bool, args, work: Path, toke
     return {"preset": preset, "precision": precision, "compile": "on" if compiled else "off", "batch": batch,
             "context": context, "params": sum(p.numel() for p in model.parameters()), "flops_per_token": fpt,
             "steps": r["run_steps"], "run_time_s": r["run_time_s"], "tokens_per_s": r["run_tokens_per_s"],
+            "run_cpu_s": r["run_cpu_s"], "tokens_per_cpu_s": r["run_tokens"] / max(r["run_cpu_s"], 1e-9),
             "flops_per_s": r["run_tokens_per_s"] * fpt, "val_loss": r["last_eval"].get("val_loss"),
             "run_dir": r["run_dir"]}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.bare:
+        return bare(args)
     args.data = args.data or str(shared_data("tinyshakespeare.txt"))
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, load {info['load_average']}")
-    peaks = matmul_peaks()
-    print(f"matmul peaks: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    peaks, cpu_peaks = matmul_peaks(), matmul_peaks(cpu_time=True)
+    print(f"matmul peaks: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s; per CPU-second: "
+          f"fp32 {cpu_peaks['fp32'] / 1e9:.0f}, bf16 {cpu_peaks['bf16'] / 1e9:.0f}")
     rows, tokenizer = [], None
     with tempfile.TemporaryDirectory(prefix="lmforge-speed-") as tmp:
         for preset in args.presets:
@@ -85,6 +116,9 @@ def main(argv=None) -> int:
                     row["mfu_bf16"] = row["flops_per_s"] / peaks["bf16"]
                     row["mfu"] = row["flops_per_s"] / peaks[precision]
                     row["vs_nanogpt"] = row["flops_per_s"] / NANOGPT_CPU_FLOPS
+                    # the same run by the CPU clock: what the code achieves whatever else the machine runs
+                    row["gflops_per_cpu_s"] = row["tokens_per_cpu_s"] * row["flops_per_token"] / 1e9
+                    row["mfu_cpu"] = row["gflops_per_cpu_s"] * 1e9 / cpu_peaks[precision]
                     row["wall_s"] = time.time() - t0
                     rows.append(row)
                     print(f"  {preset} {precision} compile={c}: {row['tokens_per_s']:,.0f} tok/s, "
@@ -94,11 +128,13 @@ def main(argv=None) -> int:
                        ("batch", "batch", "d"), ("context", "ctx", "d"), ("steps", "steps", "d"),
                        ("tokens_per_s", "tok/s", ",.0f"), ("gflops", "GFLOP/s", ".1f"),
                        ("mfu", "MFU(own)", ".1%"), ("mfu_bf16", "MFU(bf16)", ".1%"), ("vs_nanogpt", "x nanoGPT", ".2f"),
+                       ("gflops_per_cpu_s", "GFLOP/CPU-s", ".1f"), ("mfu_cpu", "MFU(CPU clock)", ".1%"),
                        ("val_loss", "val loss", ".3f")])
     for r in rows:
         r.pop("run_dir")
-    path = write_json(args.out, {"machine": info, "peaks": peaks, "seconds": args.seconds, "rows": rows,
-                                 "load_average_after": machine()["load_average"]})
+    payload = {"machine": info, "peaks": peaks, "peaks_per_cpu_s": cpu_peaks, "seconds": args.seconds, "rows": rows,
+               "load_average_after": machine()["load_average"]}
+    path = write_json(args.out or "pretrain_speed.json", payload)
     print(f"\nwrote {path}")
     return 0
 
