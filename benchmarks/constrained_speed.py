@@ -52,17 +52,34 @@ def counted(new: torch.Tensor, eos: int) -> int:
     return total
 
 
+class Clocked:
+    """Wraps a logits processor and adds up the time spent in it (robust to a busy machine, unlike totals)."""
+
+    def __init__(self, proc):
+        self.proc, self.seconds, self.calls = proc, 0.0, 0
+
+    def __call__(self, input_ids, scores):
+        t0 = time.perf_counter()
+        out = self.proc(input_ids, scores)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return out
+
+
 @torch.no_grad()
-def timed(model, tok, prompts, budget, constrained) -> tuple[float, int]:
+def timed(model, tok, prompts, budget, constrained) -> tuple[float, int, float, int]:
+    """(seconds, tokens, seconds inside the JSON processor, decoding steps)."""
     from transformers import LogitsProcessorList
 
     enc = tok([tok.bos_token + p for p in prompts], return_tensors="pt", padding=True)
-    procs = LogitsProcessorList([json_logits_processor(tok, CANTOS_SCHEMA, budget, greedy=True)]) if constrained else None
+    clock = Clocked(json_logits_processor(tok, CANTOS_SCHEMA, budget, greedy=True)) if constrained else None
     t0 = time.perf_counter()
-    out = model.generate(**enc, max_new_tokens=budget, do_sample=False, logits_processor=procs,
+    out = model.generate(**enc, max_new_tokens=budget, do_sample=False,
+                         logits_processor=LogitsProcessorList([clock]) if clock else None,
                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     dt = time.perf_counter() - t0
-    return dt, counted(out[:, enc["input_ids"].shape[1]:], tok.eos_token_id)
+    new = out[:, enc["input_ids"].shape[1]:]
+    return dt, counted(new, tok.eos_token_id), clock.seconds if clock else 0.0, new.shape[1]
 
 
 def main() -> None:
@@ -85,18 +102,24 @@ def main() -> None:
         timed(model, tok, prompts, 16, False), timed(model, tok, prompts, 16, True)  # warm-up, grammar compile
         for constrained in (False, True):
             runs = [timed(model, tok, prompts, args.max_new_tokens, constrained) for _ in range(args.repeats)]
-            rates = [n / dt for dt, n in runs]
+            rates = [n / dt for dt, n, _, _ in runs]
+            # the processor's share of the time: the overhead constraints add, whatever else loads the machine
+            overhead = statistics.median(p / (dt - p) for dt, _, p, _ in runs)
+            per_step = statistics.median(1e3 * p / steps for _, _, p, steps in runs)
             rows.append({"batch_size": bs, "constrained": constrained, "tokens": runs[0][1],
-                         "tokens_per_s": statistics.median(rates), "runs_tokens_per_s": rates})
+                         "tokens_per_s": statistics.median(rates), "runs_tokens_per_s": rates,
+                         "processor_overhead": overhead, "processor_ms_per_step": per_step})
     for r in rows:
         if r["constrained"]:
             free = next(x for x in rows if x["batch_size"] == r["batch_size"] and not x["constrained"])
             r["slowdown"] = free["tokens_per_s"] / r["tokens_per_s"] - 1
-    print(f"{'batch':>5} {'decoding':>12} {'tokens':>7} {'tokens/s':>10} {'slower':>8}")
+    print(f"{'batch':>5} {'decoding':>12} {'tokens':>7} {'tokens/s':>10} {'slower':>8} {'processor':>10} {'ms/step':>8}")
     for r in rows:
         slower = f"{100 * r['slowdown']:+.1f}%" if "slowdown" in r else ""
+        proc = f"{100 * r['processor_overhead']:+.1f}%" if r["constrained"] else ""
+        step = f"{r['processor_ms_per_step']:.2f}" if r["constrained"] else ""
         print(f"{r['batch_size']:>5} {'constrained' if r['constrained'] else 'free':>12} {r['tokens']:>7} "
-              f"{r['tokens_per_s']:>10.1f} {slower:>8}")
+              f"{r['tokens_per_s']:>10.1f} {slower:>8} {proc:>10} {step:>8}")
     OUT.mkdir(parents=True, exist_ok=True)
     doc = {"model": args.model or f"random {args.preset}", "max_new_tokens": args.max_new_tokens,
            "machine": machine(), "rows": rows}
