@@ -97,7 +97,7 @@ class StepClock:
         return sum(self.tokens[warmup:last]) / seconds, seconds
 
 
-# ---- the two arms (each in its own process; both see the same batches in the same order) -------------------------------------------------------
+# ---- the two arms (each in its own process; both see the same batches in the same order) ----
 
 def arm_lmforge(args, work: Path) -> dict:
     from lmforge.train.finetune import load_base, stage_data
@@ -204,7 +204,8 @@ def summarize(runs: list[dict], arms: list[str]) -> list[dict]:
     for arm in arms:
         mine = [r for r in runs if r["arm"] == arm]
         tps = [r["tokens_per_s"] for r in mine]
-        rows.append({"arm": arm, "computes_in": mine[0]["computes_in"], "median_tok_s": statistics.median(tps), "min_tok_s": min(tps), "max_tok_s": max(tps),
+        rows.append({"arm": arm, "computes_in": mine[0]["computes_in"], "median_tok_s": statistics.median(tps),
+                     "min_tok_s": min(tps), "max_tok_s": max(tps),
                      "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in mine),
                      "mean_loss": statistics.median(r["mean_loss"] for r in mine)})
     return rows
@@ -243,7 +244,8 @@ def main(argv=None) -> int:
                 runs.append({"round": i + 1, **r})
                 print(f"round {i + 1} {arm:13s} {r['tokens_per_s']:8.0f} tok/s  peak RSS {r['peak_rss_mib']:.0f} MiB")
     rows = summarize(runs, args.arms)
-    print_table(rows, [("arm", "arm", ""), ("computes_in", "computes in", ""), ("median_tok_s", "tok/s (median)", ".0f"), ("min_tok_s", "min", ".0f"),
+    print_table(rows, [("arm", "arm", ""), ("computes_in", "computes in", ""),
+                       ("median_tok_s", "tok/s (median)", ".0f"), ("min_tok_s", "min", ".0f"),
                        ("max_tok_s", "max", ".0f"), ("peak_rss_mib", "peak RSS MiB", ".0f"),
                        ("mean_loss", "mean train loss", ".3f")])
     ratios = compare(rows)
