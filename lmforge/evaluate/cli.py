@@ -51,7 +51,8 @@ def _load(name: str, device: str):
     from ..tokenizer import load_tokenizer
 
     path = resolve_model_path(name)
-    if not Path(path).exists() and (name.startswith((".", "/", "~")) or name.count("/") != 1):
+    local = name.startswith((".", "/", "~")) or name.count("/") != 1 or Path(name).parent.is_dir()  # runs/typo
+    if not Path(path).exists() and local:
         raise LmforgeError(f"model not found: {name} (no such folder, and not a hub id owner/name)")
     tokenizer = load_tokenizer(path)
     model = load_pretrained(name).to(device).eval()
