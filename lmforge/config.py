@@ -118,7 +118,13 @@ class TrainConfig(Section):
     save_every: int = Field(100, ge=1)
     keep_last: int = Field(2, ge=1)
     best_metric: str = "val_loss"
+    """val_loss, or any metric of eval_task (json_em, field_f1, rouge1, ...)."""
     best_mode: Literal["min", "max", "auto"] = "auto"
+    eval_task: Optional[str] = None
+    """A task (cantos, a task YAML, package.module:function) scored on the validation rows at each evaluation."""
+    eval_constrained: bool = False
+    """Decode eval_task answers under its JSON schema (always valid JSON)."""
+    eval_max_new_tokens: int = Field(128, ge=1)
     log_every: int = Field(10, ge=1)
 
 

@@ -45,7 +45,7 @@ def _hf_kwargs(s: GenerationSettings, tokenizer) -> dict:
     return kw
 
 
-def _processors(s: GenerationSettings, tokenizer, budget: int) -> list:
+def _processors(s: GenerationSettings, tokenizer, budget: int, vocab_size: int) -> list:
     procs = []
     if s.strategy == "least_likely":
         from .decoding import least_likely_processors
@@ -56,8 +56,8 @@ def _processors(s: GenerationSettings, tokenizer, budget: int) -> list:
     if s.json_schema is not None:
         from .constrained import json_logits_processor
 
-        procs.append(json_logits_processor(tokenizer, None if s.json_schema == "any" else s.json_schema,
-                                           budget))
+        procs.append(json_logits_processor(tokenizer, None if s.json_schema == "any" else s.json_schema, budget,
+                                           vocab_size=vocab_size, greedy=s.strategy == "greedy" or s.temperature == 0))
     return procs
 
 
@@ -84,7 +84,7 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
             chunk = prompts[i:i + settings.batch_size]
             enc = _encode(tokenizer, chunk, device)
             kw["max_new_tokens"] = _room(model, enc["input_ids"].shape[1], settings.max_new_tokens)
-            procs = _processors(settings, tokenizer, kw["max_new_tokens"])  # fresh state per batch (grammar matchers)
+            procs = _processors(settings, tokenizer, kw["max_new_tokens"], model.config.vocab_size)  # fresh state per batch (grammar matchers)
             gen = model.generate(**enc, **kw, logits_processor=LogitsProcessorList(procs))
             new = gen[:, enc["input_ids"].shape[1]:]
             for row in new:

@@ -67,15 +67,35 @@ def stage_data(cfg: RunConfig, data_cfg: DataConfig, tokenizer, context: int, ac
     return ExampleBatches(train_ex, val_ex, layout, cfg.seed, tokenizer.pad_token_id)
 
 
-def stage_evaluators(sampler, reference, data, tokenizer, model) -> tuple:
-    """Samples always; with a reference model, the unlikeliness measurements too (TensorBoard eval/unlikely/*)."""
-    if reference is None:
-        return (sampler,)
-    from ..decoding import well_formed_mask
-    from ..evaluate.unlikeliness import unlikeliness_evaluator
+def stage_evaluators(cfg: RunConfig, sampler, reference, data, tokenizer, model) -> tuple:
+    """Samples always; a task's metrics on the validation rows (best checkpoint by json_em, rouge...);
+    with a reference model, the unlikeliness measurements (TensorBoard eval/unlikely/*)."""
+    out = [sampler]
+    if cfg.train.eval_task:
+        out.append(task_evaluator(cfg, data, tokenizer))
+    if reference is not None:
+        from ..decoding import well_formed_mask
+        from ..evaluate.unlikeliness import unlikeliness_evaluator
 
-    allowed = well_formed_mask(tokenizer, model.get_output_embeddings().weight.shape[0])
-    return sampler, unlikeliness_evaluator(reference, data, allowed)
+        allowed = well_formed_mask(tokenizer, model.get_output_embeddings().weight.shape[0])
+        out.append(unlikeliness_evaluator(reference, data, allowed))
+    return tuple(out)
+
+
+def task_evaluator(cfg: RunConfig, data, tokenizer):
+    """Greedy answers to the validation rows, scored by the task: the same numbers ``lmforge eval`` reports."""
+    from ..evaluate import evaluate_generation
+    from ..evaluate.tasks import load_task
+
+    task = load_task(cfg.train.eval_task)
+    rows = [e["row"] for e in data.val if "row" in e] if isinstance(data, ExampleBatches) else []
+    if not rows:
+        raise LmforgeError(f"train.eval_task={cfg.train.eval_task} needs validation rows (data.val or data.val_fraction)")
+
+    def evaluate(model, step):
+        return evaluate_generation(model, tokenizer, task, rows, max_new_tokens=cfg.train.eval_max_new_tokens,
+                                   constrained=cfg.train.eval_constrained, batch_size=cfg.train.batch_size)
+    return evaluate
 
 
 def run_checks(cfg: RunConfig, model, tokenizer, context: int) -> None:
@@ -120,7 +140,7 @@ def finetune(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
             print_derived(describe(model, context, tokens, steps, pick_precision(cfg.train.precision),
                                    accelerator.device), run_dir / f"derived-stage{i + 1}.json")
         result = train(stage_cfg, model, tokenizer, data, accelerator=accelerator, reference=reference,
-                       evaluators=stage_evaluators(sampler, reference, data, tokenizer, model),
+                       evaluators=stage_evaluators(stage_cfg, sampler, reference, data, tokenizer, model),
                        resume=resume and done > offset, step_offset=offset)
         step = offset + result.step
         if result.interrupted:

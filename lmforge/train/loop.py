@@ -216,11 +216,11 @@ def evaluate(model, data, objective, reference, max_batches: int, accelerator) -
 def _higher_is_better(metric: str, mode: str) -> bool:
     if mode != "auto":
         return mode == "max"
-    from ..registry import METRICS
+    if any(w in metric for w in ("loss", "nll", "ppl", "bpc", "per_char")):
+        return False
+    from ..evaluate.metrics import higher_is_better
 
-    if metric in METRICS:
-        return bool(getattr(METRICS.get(metric), "higher_is_better", False))
-    return not any(w in metric for w in ("loss", "nll", "ppl", "bpc", "per_char"))
+    return higher_is_better(metric)
 
 
 def _improves(value: float, best: Optional[float], higher: bool) -> bool:
