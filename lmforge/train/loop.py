@@ -219,8 +219,10 @@ def _higher_is_better(metric: str, mode: str) -> bool:
     if any(w in metric for w in ("loss", "nll", "ppl", "bpc", "per_char")):
         return False
     from ..evaluate.metrics import higher_is_better
+    from ..registry import METRICS
 
-    return higher_is_better(metric)
+    # a registered metric knows its direction; an evaluator's own score is taken as higher-is-better
+    return higher_is_better(metric) if metric.split(":")[0].split("@")[0] in METRICS else True
 
 
 def _improves(value: float, best: Optional[float], higher: bool) -> bool:
