@@ -166,9 +166,13 @@ class RunConfig(Section):
 def _parse_value(text: str) -> Any:
     """``key=value`` values are YAML scalars: 3e-4, true, null, [a, b] all work."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    # "### Question..." parses as a YAML comment (None): only an explicit null means null
+    if value is None and text.strip() not in ("", "null", "~", "Null", "NULL"):
+        return text
+    return value
 
 
 def apply_override(tree: dict, dotted: str, value: Any) -> None:

@@ -83,12 +83,13 @@ def build_model(cfg: ModelConfig, tokenizer, seed: int = 0):
 
 
 def resolve_model_path(name: str | Path) -> str:
-    """An lmforge run folder resolves to its best checkpoint, else its final model."""
+    """An lmforge run folder resolves to its best checkpoint, else its final model; local paths become
+    absolute, so an adapter trained on them records a base that loads from any working directory."""
     p = Path(name)
     for sub in ("best", "model"):
         if (p / sub / "config.json").is_file() or (p / sub / "adapter_config.json").is_file():
-            return str(p / sub)
-    return str(name)
+            return str((p / sub).resolve())
+    return str(p.resolve()) if p.exists() else str(name)
 
 
 def load_pretrained(name: str | Path, trust_remote_code: bool = False, dtype=None, attn_implementation=None,

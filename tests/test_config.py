@@ -33,3 +33,8 @@ def test_missing_and_bad_yaml(tmp_path):
     bad.write_text("train: [1, 2\n")
     with pytest.raises(LmforgeError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_override_starting_with_hash_is_text_not_a_comment():
+    cfg = load_config(None, ['data.template=### Question: "{input}"\\n ### Answer: {output}', "model.base=null"])
+    assert cfg.data.template.startswith("### Question") and cfg.model.base is None

@@ -31,8 +31,8 @@ def test_run_folder_resolves_to_best_then_model(tmp_path):
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
     (run / "model" / "adapter_config.json").write_text("{}")
-    assert resolve_model_path(run) == str(run / "model")
+    assert resolve_model_path(run) == str((run / "model").resolve())
     (run / "best").mkdir()
     (run / "best" / "config.json").write_text("{}")
-    assert resolve_model_path(run) == str(run / "best")
+    assert resolve_model_path(run) == str((run / "best").resolve())
     assert resolve_model_path("owner/name") == "owner/name"

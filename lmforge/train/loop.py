@@ -129,7 +129,9 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator=None, reference
             optimizer.zero_grad(set_to_none=True)
             step += 1
             result.losses.append(step_loss)
-            tokens = sum(int(mb["input_ids"].numel()) for mb in micro_batches) * world
+            # real tokens only: padding is not throughput
+            tokens = sum(int(mb["attention_mask"].sum()) if "attention_mask" in mb else mb["input_ids"].numel()
+                         for mb in micro_batches) * world
             logger.step(step + step_offset, step_loss, scheduler.get_last_lr()[0], tokens,
                         None if grad_norm is None else float(grad_norm))
 

@@ -17,11 +17,13 @@ from .samples import Sampler
 
 def make_accelerator(cfg: RunConfig):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one progress bar per run: ours
     set_seed(cfg.seed)
+    AcceleratorState._reset_state(True)  # a second run in the same process may use another precision
     return Accelerator(mixed_precision=pick_precision(cfg.train.precision), cpu=not torch.cuda.is_available())
 
 

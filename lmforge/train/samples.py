@@ -19,9 +19,10 @@ class Sampler:
 
         s = GenerationSettings(max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
                                top_k=self.cfg.top_k, top_p=self.cfg.top_p, seed=self.seed)
-        texts = generate(model, self.tokenizer, list(self.cfg.prompts), s)
+        prompts = [p.replace("\\n", "\n") for p in self.cfg.prompts]  # '\n' in single-quoted YAML is a newline
+        texts = generate(model, self.tokenizer, prompts, s)
         model.train()
         self.dir.mkdir(parents=True, exist_ok=True)
-        body = "\n\n---\n\n".join(p + t for p, t in zip(self.cfg.prompts, texts))
+        body = "\n\n---\n\n".join(p + t for p, t in zip(prompts, texts))
         (self.dir / f"step-{step:06d}.txt").write_text(body + "\n", encoding="utf-8")
         return {}
