@@ -41,3 +41,18 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     assert "text file not found" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_unlikeliness_table_through_eval(tmp_path, tiny_model_dir):
+    from lmforge.cli import main
+    from tests.conftest import VERSE
+
+    text = tmp_path / "held.txt"
+    text.write_text(VERSE * 3, encoding="utf-8")
+    out = tmp_path / "ev"
+    assert main(["eval", str(tiny_model_dir), "--unlikeliness", str(tiny_model_dir), "--text", str(text),
+                 "--window", "32", "--out", str(out)]) == 0
+    rows = {r["model"]: r for r in json.loads((out / "eval.json").read_text())["results"]}
+    assert rows["reference argmax"]["median_rank"] == 0.0 and rows["negated logits"]["median_rank"] == 1.0
+    assert rows["negated logits"]["hit@1"] == 1.0  # the negation is the argmin, exactly
+    assert rows[str(tiny_model_dir)]["median_rank"] == 0.0  # the reference itself predicts its argmax

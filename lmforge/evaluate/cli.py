@@ -3,6 +3,7 @@
     lmforge eval runs/poet runs/poet-lora --text ../shared/data/tinyshakespeare.txt --max-chars 20000
     lmforge eval runs/cantos --task cantos --split test            # constrained and free decoding
     lmforge eval MODEL --task my_task.yaml --constrained off --out reports/
+    lmforge eval runs/unlikely --unlikeliness runs/base --text held_out.txt   # least-likely study table
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--max-new-tokens", type=int, default=None,
                    help="generation budget (default: longest reference in tokens + 16)")
     t.add_argument("--batch-size", type=int, default=8)
+    u = p.add_argument_group("least-likely measurements")
+    u.add_argument("--unlikeliness", metavar="REFERENCE", default=None,
+                   help="measure the models' predictions against this reference model on the --text files "
+                        "(normalized reference rank, argmin hits, surprisal, diversity, well-formed), "
+                        "beside the reference's argmax, negated logits and random baselines")
+    u.add_argument("--window", type=int, default=64, help="tokens per window for --unlikeliness")
     p.add_argument("--out", default="eval", help="folder for eval.md, eval.json, eval.csv, completions.jsonl")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
 
@@ -83,6 +90,20 @@ def _eval_task(model, tokenizer, task, args, label, table, samples) -> None:
                     for p, c, r in zip(prompts, comps, task.rows)]
 
 
+def _eval_unlikeliness(args, device, table) -> None:
+    """One row per predictor: the baselines, then each model's own argmax (a least-likely model's pick)."""
+    from .unlikeliness import COLUMNS, baselines, model_argmax, unlikeliness_table
+
+    reference, tokenizer = _load(args.unlikeliness, device)
+    V = reference.get_output_embeddings().weight.size(0)
+    texts = [Path(f).read_text(encoding="utf-8")[: args.max_chars] for f in args.text]
+    cands = baselines(tokenizer, V)
+    for name in dict.fromkeys(args.models):
+        cands[name] = model_argmax(_load(name, device)[0])
+    for row in unlikeliness_table(reference, cands, tokenizer, texts, args.window, batch_size=args.batch_size):
+        table.setdefault(row["name"], {}).update({k: row[k] for k in COLUMNS})
+
+
 def run(args: argparse.Namespace) -> int:
     from .lm import score_file
     from .report import to_markdown, write_report
@@ -90,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.text and not args.task:
         raise LmforgeError("nothing to evaluate: give --text FILE and/or --task NAME")
+    if args.unlikeliness and not args.text:
+        raise LmforgeError("--unlikeliness needs --text FILE (held-out text to measure on)")
     for f in args.text:
         if not Path(f).is_file():
             raise LmforgeError(f"text file not found: {f}")
@@ -99,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     table: dict[str, dict[str, float]] = {}
     samples: list[dict] = []
-    for name in dict.fromkeys(args.models):  # a model named twice is evaluated once
+    if args.unlikeliness:
+        _eval_unlikeliness(args, device, table)
+    for name in dict.fromkeys(args.models) if not args.unlikeliness else []:  # a model named twice is evaluated once
         print(f"{name}:", flush=True)
         model, tokenizer = _load(name, device)
         for f in args.text:

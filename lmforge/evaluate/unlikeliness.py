@@ -201,6 +201,16 @@ def format_table(rows: list[dict], columns: Iterable[str] = COLUMNS) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def baselines(tokenizer, V: int, bottom: float = 0.02, seed: int = 0) -> dict[str, Predictor]:
+    """The untrained comparisons: the reference's favourite, its negation (with and without the
+    well-formed mask), the contextual negation, and random tokens."""
+    allowed = well_formed_mask(tokenizer, V)
+    return {"reference argmax": reference_argmax(), "negated logits": negated_reference(),
+            "negated logits, well-formed": negated_reference(allowed),
+            f"contextual negated, well-formed, bottom {bottom:g}": contextual_negated_reference(allowed, bottom),
+            "random token": random_token(V, seed), "random well-formed token": random_token(V, seed, allowed)}
+
+
 def add_arguments(p) -> None:
     p.add_argument("--reference", required=True, help="the reference model: folder, run or hub id")
     p.add_argument("--model", action="append", default=[], help="a trained model to compare (repeatable)")
@@ -228,11 +238,7 @@ def run(args) -> int:
     tokenizer = load_tokenizer(args.reference)
     V = reference.get_output_embeddings().weight.size(0)
     allowed = well_formed_mask(tokenizer, V)
-    cands = {"reference argmax": reference_argmax(), "negated logits": negated_reference(),
-             "negated logits, well-formed": negated_reference(allowed),
-             f"contextual negated, well-formed, bottom {args.bottom:g}": contextual_negated_reference(allowed, args.bottom),
-             "random token": random_token(V, args.seed),
-             "random well-formed token": random_token(V, args.seed, allowed)}
+    cands = baselines(tokenizer, V, args.bottom, args.seed)
     for m in args.model:
         cands[f"trained: {m}"] = model_argmax(load_pretrained(m).eval())
     rows = unlikeliness_table(reference, cands, tokenizer, [held_out], args.context, max_windows=args.max_windows)
