@@ -70,13 +70,14 @@ def timed_pretrain(overrides: list[str], config: str | None = None) -> dict:
 
     from lmforge.config import load_config
 
-    if config is None:
-        config = Path(tempfile.mkdtemp(prefix="lmforge-bench-")) / "run.yaml"
-        config.write_text("name: run\n", encoding="utf-8")
-    run_dir = load_config(config, overrides).run_dir
-    t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "lmforge.cli", "pretrain", str(config), *overrides],
-                          cwd=ROOT, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
+        if config is None:  # the command wants a file; the overrides say everything
+            config = Path(tmp) / "run.yaml"
+            config.write_text("name: run\n", encoding="utf-8")
+        run_dir = load_config(config, overrides).run_dir
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, "-m", "lmforge.cli", "pretrain", str(config), *overrides],
+                              cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"lmforge pretrain failed:\n{proc.stderr[-3000:]}")
     rows = read_metrics(run_dir)
