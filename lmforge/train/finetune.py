@@ -87,7 +87,8 @@ def task_evaluator(cfg: RunConfig, data, tokenizer):
     from ..evaluate import evaluate_generation
     from ..evaluate.tasks import load_task
 
-    task = load_task(cfg.train.eval_task)
+    # the task's prompts and scoring; its rows are ours (the validation rows), read from the same file
+    task = load_task(cfg.train.eval_task, data=cfg.data.train[0].path if cfg.data.train else None)
     rows = [e["row"] for e in data.val if "row" in e] if isinstance(data, ExampleBatches) else []
     if not rows:
         raise LmforgeError(f"train.eval_task={cfg.train.eval_task} needs validation rows (data.val or data.val_fraction)")

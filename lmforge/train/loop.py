@@ -137,9 +137,12 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator=None, reference
 
             # ---- evaluation, samples, best checkpoint (also when the time budget ends the run)
             out_of_time = bool(tc.max_time_s) and elapsed0 + time.time() - t_start > tc.max_time_s
+            if tc.max_time_s and world > 1:  # every process must stop (and evaluate) at the same step
+                flag = torch.tensor(float(out_of_time), device=accelerator.device)
+                out_of_time = accelerator.reduce(flag, "sum").item() > 0
             if step % tc.eval_every == 0 or step == tc.max_steps or out_of_time:
                 metrics = evaluate(wrapped, data, objective, reference, tc.eval_batches, accelerator)
-                for fn in evaluators:
+                for fn in evaluators if accelerator.is_main_process else ():  # samples, task scores: once
                     metrics.update(fn(accelerator.unwrap_model(model), step + step_offset))
                 logger.eval(step + step_offset, metrics)
                 value = metrics.get(tc.best_metric)
