@@ -1,0 +1,69 @@
+"""scripts/augment_cantos.py: variants keep question and answer in step, and never read the test rows."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from lmforge.data.split import split_rows
+
+_spec = importlib.util.spec_from_file_location(
+    "augment_cantos", Path(__file__).resolve().parents[1] / "scripts" / "augment_cantos.py")
+aug = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(aug)
+
+
+def _row(text, refs):
+    return {"input": text, "output": json.dumps({"references": refs})}
+
+
+def test_roman_numerals_round_trip_and_reject_non_canonical_forms():
+    assert [aug.to_roman(n) for n in (4, 9, 14, 40, 83, 94, 117)] == ["IV", "IX", "XIV", "XL", "LXXXIII", "XCIV", "CXVII"]
+    assert all(aug.from_roman(aug.to_roman(n)) == n for n in range(1, 400))
+    assert aug.from_roman("IIII") is None and aug.from_roman("IC") is None
+
+
+def test_a_shifted_range_matches_its_question(monkeypatch):
+    row = _row("II, ll.4-8", [{"canto": 2, "lines": [4, 5, 6, 7, 8]}])
+    for seed in range(20):
+        v = aug.shift_row(row, aug.random.Random(seed), swap=0.0)
+        refs = json.loads(v["output"])["references"]
+        (c, rest) = v["input"].split(", ll.")
+        a, b = map(int, rest.split("-"))
+        assert refs == [{"canto": aug.from_roman(c), "lines": list(range(a, b + 1))}]
+        assert 1 <= refs[0]["canto"] <= aug.MAX_CANTO
+
+
+def test_runs_of_whole_cantos_shift_by_their_ends():
+    row = _row("the Jefferson Cantos (cantos 31–34, 62–71)",
+               [{"canto": c, "lines": []} for c in [31, 32, 33, 34] + list(range(62, 72))])
+    v = aug.shift_row(row, aug.random.Random(0), swap=0.0)
+    nums = [int(x) for x in aug._NUMBER.findall(v["input"])]
+    cantos = [r["canto"] for r in json.loads(v["output"])["references"]]
+    assert cantos == list(range(nums[0], nums[1] + 1)) + list(range(nums[2], nums[3] + 1))
+
+
+@pytest.mark.parametrize("row", [
+    _row("What is the first line of Canto I?", [{"canto": 1, "lines": [1]}]),  # "first" is a word
+    _row("the last 5 lines of Canto IV", [{"canto": 4, "lines": [-5, -4, -3, -2, -1]}]),  # from the end
+    _row("Every Pisan Canto", [{"canto": 74, "lines": []}]),  # needs knowledge, not a numeral
+    _row("Pound describes these talks in The Cantos", []),
+])
+def test_rows_whose_answer_is_not_spelled_in_numerals_are_not_varied(row):
+    assert aug.shift_row(row, aug.random.Random(0)) is None
+
+
+def test_files_hold_only_training_rows(tmp_path):
+    rows = [_row(f"Canto {aug.to_roman(n)} and more", [{"canto": n, "lines": []}]) for n in range(1, 41)]
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert aug.main([str(src), "--out", str(tmp_path / "out"), "--copies", "3"]) == 0
+    read = {n: [json.loads(x) for x in (tmp_path / "out" / f"{n}.jsonl").read_text().splitlines()]
+            for n in ("train", "variants", "val")}
+    test_inputs = {r["input"] for r in split_rows(rows, "test")}
+    held = {r["input"] for r in read["val"]}
+    assert len(read["train"]) + len(read["val"]) == len(split_rows(rows, "train"))
+    assert not test_inputs & {r["input"] for r in read["train"] + read["val"]}
+    assert not held & {r["input"] for r in read["train"] + read["variants"]}
+    assert len(read["variants"]) >= 2 * len(read["train"])
