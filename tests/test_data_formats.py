@@ -151,21 +151,25 @@ def test_truncation_by_hand():
     ex = assemble(bos, [10, 11, 12, 13, 14, 15], [20, 21], eos, max_len=6)
     assert ex["input_ids"] == [1, 14, 15, 20, 21, 2]
     assert ex["labels"] == [IGNORE, IGNORE, IGNORE, 20, 21, 2]
-    # long completion: it loses its right end, EOS kept, the prompt keeps half the room
+    # long completion: it loses its right end and gets no EOS (never teach stopping mid-answer);
+    # the prompt keeps half the room
     ex = assemble(bos, [10, 11, 12, 13], [20, 21, 22, 23, 24, 25], eos, max_len=7)
-    assert ex["input_ids"] == [1, 12, 13, 20, 21, 22, 2]
+    assert ex["input_ids"] == [1, 12, 13, 20, 21, 22, 23]
+    assert ex["labels"] == [IGNORE, IGNORE, IGNORE, 20, 21, 22, 23]
     # a short prompt is kept whole
     ex = assemble(bos, [10], [20, 21, 22, 23, 24, 25], eos, max_len=6)
-    assert ex["input_ids"] == [1, 10, 20, 21, 22, 2]
+    assert ex["input_ids"] == [1, 10, 20, 21, 22, 23]
     # nothing too long: untouched
     assert assemble([], [10], [20], eos, max_len=3)["input_ids"] == [10, 20, 2]
     with pytest.raises(LmforgeError):
         assemble(bos, [10], [20], eos, max_len=3)
 
 
-def test_truncation_keeps_eos_with_a_real_tokenizer(tiny_tokenizer):
-    ex = tokenize_example("Le vent se lève " * 20, "il faut tenter de vivre " * 20, tiny_tokenizer, max_len=40)
-    assert len(ex["input_ids"]) == 40 and ex["labels"][-1] == tiny_tokenizer.eos_token_id
+def test_truncation_with_a_real_tokenizer(tiny_tokenizer):
+    cut = tokenize_example("Le vent se lève " * 20, "il faut tenter de vivre " * 20, tiny_tokenizer, max_len=40)
+    assert len(cut["input_ids"]) == 40 and tiny_tokenizer.eos_token_id not in cut["labels"]
+    whole = tokenize_example("Le vent se lève " * 20, "il faut", tiny_tokenizer, max_len=40)
+    assert len(whole["input_ids"]) == 40 and whole["labels"][-1] == tiny_tokenizer.eos_token_id
 
 
 def test_no_eos_is_an_error():
@@ -272,7 +276,7 @@ def test_seed_cantos_data_through_the_seed_template(tiny_tokenizer):
 
     cfg = DataConfig(train=[str(shared_file("cantos_references.jsonl"))], format="template",
                      template=SEED_TEMPLATE.replace("\n", "\\n"), val_fraction=0.1)
-    train, val = load_examples(cfg, tiny_tokenizer, 256, seed=1337)
+    train, val = load_examples(cfg, tiny_tokenizer, 1024, seed=1337)  # room for the longest answer
     assert len(train) + len(val) == 81 and len(val) == 8
     for ex in train + val:
         assert ex["prompt"] == f'### Question: "{ex["row"]["input"]}"\n ### Answer: '

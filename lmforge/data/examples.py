@@ -41,18 +41,20 @@ def assemble(bos: list[int], prompt_ids: list[int], completion_ids: list[int], e
     """Joins the pieces into ``input_ids`` and ``labels`` (-100 on BOS and, if completion_only, the prompt).
 
     Too long: the prompt loses tokens from its left (the end of the prompt, next to the answer, is kept)
-    and the completion from its right, EOS always kept; the prompt keeps at least half the room when
-    it is that long, so the answer never loses its question entirely.
+    and the completion from its right; the prompt keeps at least half the room when it is that long, so
+    the answer never loses its question entirely. A cut completion gets no EOS: an EOS after half an
+    answer would teach the model to stop mid-answer (half a JSON object, then end).
     """
     room = max_len - len(bos) - 1  # tokens left for prompt + completion after BOS and EOS
     if room < 2:
         raise LmforgeError(f"max_len={max_len} is too short for an example (BOS + prompt + completion + EOS)")
-    p, c = prompt_ids, completion_ids
+    p, c, end = prompt_ids, completion_ids, [eos]
     if len(p) + len(c) > room:
         keep_c = min(len(c), room - min(len(p), room // 2))
-        c = c[:keep_c]
         p = p[len(p) - (room - keep_c):] if room - keep_c > 0 else []
-    input_ids = bos + p + c + [eos]
+        if keep_c < len(c):  # the answer is cut: its continuation takes EOS's place
+            c, end = c[:keep_c + 1], []
+    input_ids = bos + p + c + end
     n_masked = len(bos) + (len(p) if completion_only else 0)
     labels = [IGNORE] * n_masked + input_ids[n_masked:]
     return {"input_ids": input_ids, "labels": labels}
