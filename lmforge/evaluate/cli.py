@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(normalized reference rank, argmin hits, surprisal, diversity, well-formed), "
                         "beside the reference's argmax, negated logits and random baselines")
     u.add_argument("--window", type=int, default=64, help="tokens per window for --unlikeliness")
+    u.add_argument("--tail", type=float, default=1.0, metavar="FRACTION",
+                   help="--unlikeliness: measure on the last FRACTION of each text (0.1: what a 90/10 split held out)")
     p.add_argument("--out", default="eval", help="folder for eval.md, eval.json, eval.csv, completions.jsonl")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
 
@@ -96,7 +98,10 @@ def _eval_unlikeliness(args, device, table) -> None:
 
     reference, tokenizer = _load(args.unlikeliness, device)
     V = reference.get_output_embeddings().weight.size(0)
-    texts = [Path(f).read_text(encoding="utf-8")[: args.max_chars] for f in args.text]
+    texts = []
+    for f in args.text:
+        text = Path(f).read_text(encoding="utf-8")
+        texts.append(text[int(len(text) * (1 - args.tail)):][: args.max_chars])
     cands = baselines(tokenizer, V)
     for name in dict.fromkeys(args.models):
         cands[name] = model_argmax(_load(name, device)[0])
