@@ -46,6 +46,15 @@ def _top_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bar and messages only: no per-file loading bars from the libraries."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
@@ -58,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         _top_parser().print_help()
         return 0 if not argv else 2
     name = argv[0]
+    _quiet_libraries()
     try:
         add_arguments, run = _load(COMMANDS[name][0])
         parser = argparse.ArgumentParser(prog=f"lmforge {name}", description=COMMANDS[name][1])

@@ -132,6 +132,8 @@ def apply_lora(model, cfg: LoraConfig):
         use_rslora=cfg.rslora,
         target_modules=cfg.target_modules or "all-linear",
         modules_to_save=cfg.modules_to_save or None,
+        # a tied embedding trained in full must stay tied to the head (else merge and export diverge)
+        ensure_weight_tying=bool(getattr(model.config, "tie_word_embeddings", False) and cfg.modules_to_save),
         task_type="CAUSAL_LM",
     )
     try:
