@@ -29,6 +29,17 @@ def shared_file(name: str) -> Path:
     return p
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run several times faster on one thread, above all on a busy machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
     from lmforge.tokenizer import train_tokenizer

@@ -12,12 +12,7 @@ from lmforge.errors import LmforgeError
 from tests.test_finetune import overrides, pad_eq_eos_dir, write_qa  # noqa: F401 (fixture)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -42,13 +42,7 @@ def overrides(tmp_path: Path, name: str, base, data: Path, **extra) -> list[str]
     return [f"{k}={v}" for k, v in over.items()]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run several times faster on one thread, above all on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Optional
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from ..errors import LmforgeError
 from ..hub import looks_like_hub_id
@@ -60,7 +59,7 @@ def _read_file(p: Path) -> list[Record]:
     if suffix == ".parquet":
         records = _read_parquet(p)
     else:
-        text = _read_text(p)
+        text = read_text(p)
         reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".tsv": _read_csv,
                   ".txt": _read_lines}[suffix]
         records = reader(p, text) if text.strip() else []
@@ -69,7 +68,8 @@ def _read_file(p: Path) -> list[Record]:
     return records
 
 
-def _read_text(p: Path) -> str:
+def read_text(p: Path) -> str:
+    """A file as UTF-8 text (a BOM is dropped); otherwise one line naming the file, line and byte."""
     data = p.read_bytes()
     try:
         return data.decode("utf-8-sig")

@@ -13,18 +13,9 @@ import torch
 from ..config import DataConfig, SourceConfig
 from ..errors import LmforgeError
 from ..hub import looks_like_hub_id
+from .readers import read_text
 
 TEXT_SUFFIXES = {".txt", ".md", ".text", ".raw", ""}
-
-
-def read_text_file(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise LmforgeError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}); convert the file, "
-                           "e.g. iconv -f latin1 -t utf-8") from None
 
 
 def _hub_texts(src: SourceConfig) -> list[str]:
@@ -51,12 +42,12 @@ def source_texts(src: SourceConfig) -> list[str]:
     """The documents of one source: a file is one document, a folder one per file, a hub dataset one per row."""
     p = Path(src.path).expanduser()
     if p.is_file():
-        docs = [read_text_file(p)]
+        docs = [read_text(p)]
     elif p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in TEXT_SUFFIXES and not f.name.startswith("."))
         if not files:
             raise LmforgeError(f"{p}: folder has no text files (.txt, .md, .raw)")
-        docs = [read_text_file(f) for f in files]
+        docs = [read_text(f) for f in files]
     elif looks_like_hub_id(src.path):
         docs = _hub_texts(src)
     else:
