@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lmforge.cli import main
 
 ROWS = [("Canto II, last line", '{"references": [{"canto": 2, "lines": [-1]}]}'),
@@ -11,6 +13,7 @@ ROWS = [("Canto II, last line", '{"references": [{"canto": 2, "lines": [-1]}]}')
         ("Canto I, line 1", '{"references": [{"canto": 1, "lines": [1]}]}')]
 
 
+@pytest.mark.slow
 def test_json_em_is_evaluated_and_picks_best(tmp_path, tiny_model_dir):
     data = tmp_path / "c.jsonl"
     data.write_text("".join(json.dumps({"input": i, "output": o}) + "\n" for i, o in ROWS * 6))

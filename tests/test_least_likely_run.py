@@ -23,6 +23,7 @@ def _args(tmp_path, base, *extra):
             "train.batch_size=4", "train.lr=1e-2", "sample.max_new_tokens=4", *extra]
 
 
+@pytest.mark.slow
 def test_least_likely_finetune_logs_unlikeliness(tmp_path, tiny_model_dir):
     assert main(["finetune", *_args(tmp_path, tiny_model_dir, "train.objective_args={well_formed: true}")]) == 0
     rows = [json.loads(l) for l in (tmp_path / "runs" / "ll" / "metrics.jsonl").read_text().splitlines()]
