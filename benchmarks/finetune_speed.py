@@ -46,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="each round runs both arms, in alternating order")
     p.add_argument("--threads", type=int, default=None,
                    help="OMP_NUM_THREADS of both arms (default: torch's); 1 is steadier on a busy machine")
+    p.add_argument("--hf-grouped", action="store_true",
+                   help="give the HF arm lmforge's length-grouped batches (compares the loops alone)")
     p.add_argument("--out", default="finetune_speed.json", help="file name under benchmarks/out/")
     p.add_argument("--arm", choices=["hf", "lmforge"], help=argparse.SUPPRESS)  # internal: run one arm
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
@@ -121,11 +123,12 @@ def arm_lmforge(args, work: Path) -> dict:
     return {"clock": clock, "mean_loss": sum(result.losses) / len(result.losses)}
 
 
-def lmforge_order(examples: list[dict], batch: int, steps: int, seed: int) -> list[dict]:
-    """The rows lmforge's loop trains on, step after step: the HF arm reads them in this order."""
+def lmforge_order(examples: list[dict], batch: int, steps: int, seed: int, grouped: bool = False) -> list[dict]:
+    """The rows in lmforge's shuffled order, step after step. The HF arm reads them ungrouped by default:
+    a plain random order, as its default sampler gives (``--hf-grouped``: lmforge's length-grouped batches)."""
     from lmforge.data.batches import ExampleBatches, Layout
 
-    data = ExampleBatches(examples, [], Layout(batch, 1), seed, pad_id=0)
+    data = ExampleBatches(examples, [], Layout(batch, 1), seed, pad_id=0, group_by_length=grouped)
     n = len(examples)
     return [examples[data._perm(i // n)[i % n]] for i in range(steps * batch)]
 
@@ -143,7 +146,7 @@ def arm_hf(args, work: Path) -> dict:
     cfg = run_config(args, work)
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     train_ex, _ = load_examples(cfg.data, tokenizer, args.context, cfg.seed)  # the same token ids and labels
-    rows = lmforge_order(train_ex, args.batch, cfg.train.max_steps, cfg.seed)  # the same batches: same padding
+    rows = lmforge_order(train_ex, args.batch, cfg.train.max_steps, cfg.seed, args.hf_grouped)
     ds = datasets.Dataset.from_dict({k: [e[k] for e in rows] for k in ("input_ids", "labels")})
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_pretrained(args.base)
@@ -190,7 +193,8 @@ def run_arm(args) -> None:
 def child(args, arm: str) -> dict:
     framework, _, precision = arm.partition(":")
     cmd = [sys.executable, __file__, "--arm", framework, "--precision", precision or "fp32", "--base", args.base] + [
-        f"--{k}={getattr(args, k)}" for k in ("preset", "context", "vocab", "batch", "steps", "warmup", "rank")]
+        f"--{k}={getattr(args, k)}" for k in ("preset", "context", "vocab", "batch", "steps", "warmup", "rank")] + (
+        ["--hf-grouped"] if args.hf_grouped else [])
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)

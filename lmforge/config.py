@@ -87,6 +87,9 @@ class DataConfig(Section):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     completion_only: bool = True
     """Fine-tuning: compute the loss on completion tokens only."""
+    group_by_length: bool = True
+    """Fine-tuning: put examples of similar length in the same batch (less padding; every example is still
+    seen once per epoch, in an order drawn by the seed)."""
 
     @field_validator("train", "val", mode="before")
     @classmethod

@@ -103,3 +103,20 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, tiny_tokenizer):
         train(cfg, model, tiny_tokenizer, Poison(data, None))
     latest = (cfg.run_dir / "checkpoints" / "latest").read_text().strip()
     assert latest == "step-000002"
+
+
+def test_group_by_length_keeps_the_epoch_and_cuts_padding(tiny_tokenizer):
+    import random
+
+    rng = random.Random(0)
+    examples = [{"input_ids": [5] * n, "labels": [5] * n} for n in (rng.randint(4, 200) for _ in range(96))]
+    plain = ExampleBatches(examples, [], Layout(8, 1), seed=1, pad_id=0)
+    grouped = ExampleBatches(examples, [], Layout(8, 1), seed=1, pad_id=0, group_by_length=True)
+    assert sorted(grouped._perm(0)) == list(range(96))  # every example once per epoch
+    assert grouped._perm(0) != sorted(grouped._perm(0), key=lambda i: len(examples[i]["input_ids"]))  # not sorted
+
+    def padded(data):
+        return sum(int(b["input_ids"].numel()) for s in range(12) for b in data.train_step(s))
+
+    real = sum(len(e["input_ids"]) for e in examples)
+    assert padded(grouped) < 0.75 * padded(plain) and padded(grouped) >= real

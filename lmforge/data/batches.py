@@ -93,16 +93,31 @@ def n_targets(example: dict) -> int:
 class ExampleBatches:
     """Fine-tuning: tokenized examples, reshuffled every epoch by (seed, epoch), padded per micro-batch."""
 
-    def __init__(self, train: list[dict], val: list[dict], layout: Layout, seed: int, pad_id: int):
+    def __init__(self, train: list[dict], val: list[dict], layout: Layout, seed: int, pad_id: int,
+                 group_by_length: bool = False):
         if not train:
             raise ValueError("no training examples")
         self.train, self.val, self.layout, self.seed, self.pad_id = train, val, layout, seed, pad_id
+        self.group_by_length = group_by_length
         self._perms: dict[int, list[int]] = {}
 
     def _perm(self, epoch: int) -> list[int]:
         if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(len(self.train), generator=_generator(self.seed, -1 - epoch)).tolist()}
+            perm = torch.randperm(len(self.train), generator=_generator(self.seed, -1 - epoch)).tolist()
+            if self.group_by_length:
+                perm = self._grouped(perm, _generator(self.seed, -1_000_000 - epoch))
+            self._perms = {epoch: perm}
         return self._perms[epoch]
+
+    def _grouped(self, perm: list[int], g: torch.Generator, mega: int = 32) -> list[int]:
+        """Similar lengths share a global batch (less padding): each run of ``mega`` global batches of the
+        shuffled order is sorted by length and cut into batches, whose order is then shuffled again."""
+        G, out = self.layout.global_rows, []
+        for start in range(0, len(perm), G * mega):
+            chunk = sorted(perm[start:start + G * mega], key=lambda i: len(self.train[i]["input_ids"]))
+            batches = [chunk[j:j + G] for j in range(0, len(chunk), G)]
+            out += [i for b in torch.randperm(len(batches), generator=g).tolist() for i in batches[b]]
+        return out
 
     def train_step(self, step: int) -> list[dict]:
         G, N = self.layout.global_rows, len(self.train)

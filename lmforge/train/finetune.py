@@ -64,7 +64,7 @@ def stage_data(cfg: RunConfig, data_cfg: DataConfig, tokenizer, context: int, ac
 
     train_ex, val_ex = load_examples(data_cfg, tokenizer, context, cfg.seed)
     layout = Layout(cfg.train.batch_size, cfg.train.grad_accum, accelerator.num_processes, accelerator.process_index)
-    return ExampleBatches(train_ex, val_ex, layout, cfg.seed, tokenizer.pad_token_id)
+    return ExampleBatches(train_ex, val_ex, layout, cfg.seed, tokenizer.pad_token_id, data_cfg.group_by_length)
 
 
 def stage_evaluators(cfg: RunConfig, sampler, reference, data, tokenizer, model) -> tuple:
