@@ -24,6 +24,7 @@ _ROMAN = [(100, "C"), (90, "XC"), (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (
 # a number as a word of its own: Roman numerals (upper case) or Arabic digits
 _NUMBER = re.compile(r"(?<![A-Za-z0-9])([IVXLC]+|\d+)(?![A-Za-z0-9])")
 MAX_CANTO = 120
+TEMPLATE = '### Question: "{input}"\n ### Answer: {output}'
 
 
 def to_roman(n: int) -> str:
@@ -125,6 +126,16 @@ def augment(rows: list[dict], copies: int, seed: int, avoid: frozenset[str] = fr
     return out
 
 
+def fitting(rows: list[dict], tokenizer: str, max_len: int, template: str = TEMPLATE) -> list[dict]:
+    """The rows whose BOS + prompt + answer + EOS fit in ``max_len`` tokens of ``tokenizer``."""
+    from lmforge.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    texts = [template.format(**r) for r in rows]
+    lengths = [len(ids) + 2 for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    return [r for r, n in zip(rows, lengths) if n <= max_len]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", help="the Cantos JSONL (its fixed test split is left out)")
@@ -132,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--copies", type=int, default=20, help="variants per row that can shift")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="training rows kept apart, unaugmented")
     ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--tokenizer", default=None, help="with --max-len: drop variants longer than that in tokens")
+    ap.add_argument("--max-len", type=int, default=None, help="the fine-tuning context (a cut answer teaches bad JSON)")
     args = ap.parse_args(argv)
     rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = split_rows(rows, "train")  # never the test rows
@@ -141,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     val = [rows[i] for i in sorted(order[:n_val])]
     train = [rows[i] for i in sorted(order[n_val:])]
     variants = augment(train, args.copies, args.seed, frozenset(r["input"] for r in val))
+    if args.tokenizer and args.max_len:
+        variants = fitting(variants, args.tokenizer, args.max_len)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, part in (("train", train), ("variants", variants), ("val", val)):

@@ -67,3 +67,12 @@ def test_files_hold_only_training_rows(tmp_path):
     assert not test_inputs & {r["input"] for r in read["train"] + read["val"]}
     assert not held & {r["input"] for r in read["train"] + read["variants"]}
     assert len(read["variants"]) >= 2 * len(read["train"])
+
+
+def test_variants_too_long_for_the_context_are_dropped(tiny_tokenizer, tmp_path):
+    tiny_tokenizer.save_pretrained(str(tmp_path / "tok"))
+    short = _row("Canto II", [{"canto": 2, "lines": []}])
+    long = _row("Cantos II–XL", [{"canto": c, "lines": []} for c in range(2, 41)])
+    kept = aug.fitting([short, long], str(tmp_path / "tok"), 128)
+    assert kept == [short]
+    assert aug.fitting([short, long], str(tmp_path / "tok"), 100_000) == [short, long]
