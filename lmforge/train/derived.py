@@ -27,7 +27,8 @@ def matmul_peak_flops(device: torch.device | str = "cpu", dtype=torch.float32, n
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
-def describe(model, context: int, tokens_per_step: int, max_steps: int, precision: str, device) -> dict:
+def describe(model, context: int, tokens_per_step: int, max_steps: int, precision: str, device,
+             max_time_s: float | None = None) -> dict:
     """Parameter counts, FLOPs per token, tokens per step, and a run-time estimate at 40% of matmul peak."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     peak = matmul_peak_flops(device, dtype, seconds=0.2)
@@ -43,6 +44,7 @@ def describe(model, context: int, tokens_per_step: int, max_steps: int, precisio
         "precision": precision,
         "matmul_peak_flops": peak,
         "estimated_time_s": total_flops / (0.4 * peak),
+        "max_time_s": max_time_s,
     }
 
 
@@ -54,6 +56,8 @@ def print_derived(d: dict, out: Path | None = None) -> None:
         f"schedule: {d['max_steps']} steps x {d['tokens_per_step']:,} tokens = {d['total_tokens'] / 1e6:.2f}M tokens; "
         f"precision {d['precision']}; matmul peak {d['matmul_peak_flops'] / 1e9:.0f} GFLOP/s; "
         f"estimated {est / 60:.1f} min at 40% of peak"
+        + (f" (stops at the time budget, {d['max_time_s'] / 60:.1f} min)" if d.get("max_time_s") and d["max_time_s"] < est
+           else "")
     )
     if out is not None:
         out.write_text(json.dumps(d, indent=1), encoding="utf-8")

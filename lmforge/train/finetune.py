@@ -139,7 +139,7 @@ def finetune(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
             tokens = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes * context
             print(f"stage {i + 1}/{len(stages)}: {steps} steps on {', '.join(s.path for s in data_cfg.train)}")
             print_derived(describe(model, context, tokens, steps, pick_precision(cfg.train.precision),
-                                   accelerator.device), run_dir / f"derived-stage{i + 1}.json")
+                                   accelerator.device, cfg.train.max_time_s), run_dir / f"derived-stage{i + 1}.json")
         result = train(stage_cfg, model, tokenizer, data, accelerator=accelerator, reference=reference,
                        evaluators=stage_evaluators(stage_cfg, sampler, reference, data, tokenizer, model),
                        resume=resume and done > offset, step_offset=offset)

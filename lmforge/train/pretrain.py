@@ -79,7 +79,7 @@ def pretrain(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
     tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes * context
     if accelerator.is_main_process and not quiet:
         d = describe(model, context, tokens_per_step, cfg.train.max_steps, pick_precision(cfg.train.precision),
-                     accelerator.device)
+                     accelerator.device, cfg.train.max_time_s)
         print_derived(d, run_dir / "derived.json")
     sampler = Sampler(cfg, tokenizer, run_dir)
     result = train(cfg, model, tokenizer, data, accelerator=accelerator, evaluators=(sampler,), resume=resume)
