@@ -34,7 +34,9 @@ def test_eval_writes_one_table(tiny_model_dir, tmp_path, capsys):
 
 
 def test_eval_errors_are_one_line(tmp_path, capsys):
-    assert main(["eval", str(tmp_path / "no_model"), "--task", "cantos"]) == 2
+    text = tmp_path / "t.txt"
+    text.write_text("some text\n")
+    assert main(["eval", str(tmp_path / "no_model"), "--text", str(text)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lmforge eval: error: ") and "no_model" in err and "\n" not in err
     assert main(["eval", str(tmp_path), "--text", str(tmp_path / "absent.txt")]) == 2
