@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("lmforge.generate_cli", "generate text from a model, prompts or a JSONL file"),
     "eval": ("lmforge.evaluate.cli", "evaluate models on text and tasks; one comparison table"),
     "inspect": ("lmforge.inspect_cli", "HTML report: surprisal, logit lens, attention, attributions"),
-    "doctor": ("lmforge.doctor", "check a model, tokenizer, data and config for known pitfalls"),
+    "doctor": ("lmforge.doctor_cli", "check a model, tokenizer, data and config for known pitfalls"),
     "export": ("lmforge.export", "merge a LoRA adapter into its base (`lmforge export merge`)"),
 }
 

@@ -11,7 +11,8 @@ import math
 from pathlib import Path
 from string import Template
 
-from .doctor import check, load_model_and_tokenizer, raise_on_errors
+from .doctor import check, raise_on_errors
+from .doctor_cli import load_model_and_tokenizer
 from .errors import LmforgeError
 from .inspect import Inspection, bits, encode, inspect_ids
 

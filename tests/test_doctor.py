@@ -120,7 +120,7 @@ def test_good_setup_has_no_findings_at_all(tiny_tokenizer, model):
 
 
 def test_row_messages_name_file_and_line(tmp_path, tiny_tokenizer):
-    from lmforge.doctor import load_rows
+    from lmforge.doctor_cli import load_rows
 
     p = tmp_path / "d.jsonl"
     p.write_text('{"text": "a</s>"}\n\n{"question": "?"}\n', encoding="utf-8")
