@@ -81,7 +81,7 @@ def chars_per_token(tokenizer, texts: Iterable[str]) -> float:
     n_chars = n_tokens = 0
     for t in texts:
         n_chars += len(t)
-        n_tokens += len(tokenizer(t, add_special_tokens=False)["input_ids"])
+        n_tokens += len(tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"])
     return n_chars / max(n_tokens, 1)
 
 

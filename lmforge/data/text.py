@@ -72,7 +72,7 @@ class TokenStream:
 
 def _encode(docs: list[str], tokenizer) -> torch.Tensor:
     ids: list[int] = []
-    enc = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    enc = tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"]  # documents exceed max length
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     for d in enc:
         ids.extend(bos)
