@@ -149,7 +149,7 @@ def qlora_quantization_config():
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise LmforgeError("lora.method=qlora needs bitsandbytes: pip install bitsandbytes") from None
+        raise LmforgeError("lora.method=qlora needs bitsandbytes: pip install 'lmforge[qlora]'") from None
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
