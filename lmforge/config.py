@@ -25,6 +25,8 @@ class TokenizerConfig(Section):
     vocab_size: int = Field(256, ge=32)
     """Total vocabulary, special tokens included (the French poet used 128)."""
     min_frequency: int = Field(2, ge=1)
+    split_digits: bool = False
+    """One token per digit: numbers are read and copied digit by digit (helps extraction tasks)."""
 
 
 class ModelConfig(Section):

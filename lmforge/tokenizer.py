@@ -20,6 +20,8 @@ SPECIALS = [PAD, BOS, EOS, UNK]
 JSON_ALPHABET = list('{}[]:,"\\-.0123456789 \n\t') + list("truefalsn")
 # Pieces: an optional space then a run of letters, or of digits, or one other character; whitespace runs.
 PRETOKENIZE = r" ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]|\s+"
+# The same with one piece per digit (as Llama does): numbers are then read and copied digit by digit.
+PRETOKENIZE_DIGITS = r" ?\p{L}+| ?\p{N}| ?[^\s\p{L}\p{N}]|\s+"
 
 
 def train_tokenizer(
@@ -28,6 +30,7 @@ def train_tokenizer(
     out_dir: Optional[str | Path] = None,
     min_frequency: int = 2,
     model_max_length: int = 1024,
+    split_digits: bool = False,
 ):
     """Trains a character-level BPE on ``texts``; returns a ``PreTrainedTokenizerFast`` (saved if out_dir)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -52,7 +55,8 @@ def train_tokenizer(
             base.append(ch)
 
     tok = Tokenizer(models.BPE(unk_token=UNK, fuse_unk=True))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(PRETOKENIZE), behavior="isolated")
+    pattern = PRETOKENIZE_DIGITS if split_digits else PRETOKENIZE
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     tok.decoder = decoders.Fuse()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

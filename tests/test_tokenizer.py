@@ -31,3 +31,15 @@ def test_ensure_pad_adds_distinct_pad(tiny_tokenizer):
     tok.pad_token = tok.eos_token
     ensure_pad(tok)
     assert tok.pad_token_id != tok.eos_token_id
+
+
+def test_split_digits_gives_one_token_per_digit(tmp_path):
+    corpus = [("Canto 20, lines 14-28; in 1917 and 2024 " * 30) + VERSE]
+    plain = train_tokenizer(corpus, vocab_size=160)
+    split = train_tokenizer(corpus, vocab_size=160, split_digits=True)
+    text = "lines 14-28 of Canto 120, 1917"
+    ids = split(text, add_special_tokens=False)["input_ids"]
+    digit_tokens = [split.convert_ids_to_tokens(i) for i in ids if any(c.isdigit() for c in split.decode([i]))]
+    assert all(sum(c.isdigit() for c in t) == 1 for t in digit_tokens) and len(digit_tokens) == 11
+    assert split.decode(ids) == text
+    assert len(plain(" 1917", add_special_tokens=False)["input_ids"]) < 4  # merged digit runs without it

@@ -36,7 +36,8 @@ def prepare_tokenizer(cfg: RunConfig, train_docs: list[str], resume: bool):
         return load_tokenizer(cfg.tokenizer.path, cfg.model.trust_remote_code)
     if resume and (tok_dir / "tokenizer.json").is_file():
         return load_tokenizer(tok_dir)
-    tok = train_tokenizer(train_docs, cfg.tokenizer.vocab_size, tok_dir, cfg.tokenizer.min_frequency)
+    tok = train_tokenizer(train_docs, cfg.tokenizer.vocab_size, tok_dir, cfg.tokenizer.min_frequency,
+                          split_digits=cfg.tokenizer.split_digits)
     sample = "".join(train_docs)[:200_000]
     print(f"tokenizer: {len(tok)} tokens, {chars_per_token(tok, [sample]):.2f} characters per token -> {tok_dir}")
     return tok
