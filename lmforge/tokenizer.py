@@ -94,13 +94,10 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     from .hub import hub_errors
+    from .model import resolve_model_path
 
-    path = Path(name_or_path)
-    if (path / "model").is_dir() and not (path / "tokenizer.json").exists():
-        path = path / "model"  # an lmforge run folder
-    with hub_errors(str(name_or_path), "tokenizer"):
-        return AutoTokenizer.from_pretrained(str(path) if path.exists() else str(name_or_path),
-                                             trust_remote_code=trust_remote_code)
+    with hub_errors(str(name_or_path), "tokenizer"):  # a run folder resolves as its model does
+        return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
 
 
 def ensure_pad(tokenizer) -> bool:

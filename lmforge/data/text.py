@@ -13,29 +13,16 @@ import torch
 from ..config import DataConfig, SourceConfig
 from ..errors import LmforgeError
 from ..hub import looks_like_hub_id
-from .readers import read_text
+from .readers import read_hub, read_text
 
 TEXT_SUFFIXES = {".txt", ".md", ".text", ".raw", ""}
 
 
 def _hub_texts(src: SourceConfig) -> list[str]:
-    """One document per row of a hub dataset's text column (streamed when ``max_rows`` is set)."""
-    import itertools
-
-    name = src.path
-    try:
-        import datasets
-
-        ds = datasets.load_dataset(name, src.subset, split=src.split, streaming=src.max_rows is not None)
-        if src.max_rows is not None:
-            rows = list(itertools.islice(ds, src.max_rows))
-            column = "text" if rows and "text" in rows[0] else next(iter(rows[0])) if rows else "text"
-            return [str(r[column]) for r in rows]
-    except Exception as e:  # offline, missing, gated: datasets raises many types
-        raise LmforgeError(f"cannot load dataset {name!r} from the Hugging Face hub ({type(e).__name__}; "
-                           "offline or misspelled?); pass a local file or folder instead") from None
-    column = "text" if "text" in ds.column_names else ds.column_names[0]
-    return [str(t) for t in ds[column]]
+    """One document per row of a hub dataset's ``text`` column (else its first column)."""
+    rows = [r.row for r in read_hub(src.path, src.split, src.subset, src.max_rows)]
+    column = "text" if "text" in rows[0] else next(iter(rows[0]))
+    return [str(r[column]) for r in rows]
 
 
 def source_texts(src: SourceConfig) -> list[str]:
