@@ -46,7 +46,9 @@ class ModelConfig(Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     trust_remote_code: bool = False
     """Run code shipped with a hub model: off unless you trust its author."""
-    attn_implementation: Optional[str] = "sdpa"
+    attn_implementation: Optional[str] = "auto"
+    """Attention kernel for training: 'auto' (eager for bf16 on CPU up to context 512, where the CPU's
+    flash kernel is slower; sdpa otherwise), 'sdpa', 'eager', or any name transformers accepts."""
 
 
 class LoraConfig(Section):

@@ -36,3 +36,32 @@ def test_run_folder_resolves_to_best_then_model(tmp_path):
     (run / "best" / "config.json").write_text("{}")
     assert resolve_model_path(run) == str((run / "best").resolve())
     assert resolve_model_path("owner/name") == "owner/name"
+
+
+def test_auto_attention_is_eager_only_for_short_bf16_training_on_cpu():
+    from lmforge.model import pick_attention
+
+    assert pick_attention("auto", "bf16", "cpu", 256) == "eager"
+    assert pick_attention("auto", "bf16", "cpu", 4096) == "sdpa"  # (B, H, T, T) scores would be large
+    assert pick_attention("auto", "no", "cpu", 256) == "sdpa"  # level in fp32: keep the default
+    assert pick_attention("auto", "bf16", "cuda", 256) == "sdpa"
+    assert pick_attention("sdpa", "bf16", "cpu", 256) == "sdpa"  # an explicit choice is kept
+    assert pick_attention(None, "bf16", "cpu", 256) is None
+
+
+def test_eager_and_sdpa_attention_train_alike(tiny_tokenizer):
+    """Switching the kernel changes speed, not the model: same loss and gradients (float tolerance)."""
+    from lmforge.config import ModelConfig
+    from lmforge.model import build_model, set_attention
+
+    x = torch.randint(0, len(tiny_tokenizer), (2, 32))
+    out = {}
+    for impl in ("sdpa", "eager"):
+        model = build_model(ModelConfig(preset="tiny", context=32), tiny_tokenizer, seed=0)
+        set_attention(model, impl)
+        assert model.config._attn_implementation == impl
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        out[impl] = (loss.item(), model.model.layers[0].self_attn.q_proj.weight.grad.clone())
+    assert abs(out["sdpa"][0] - out["eager"][0]) < 1e-5
+    assert torch.allclose(out["sdpa"][1], out["eager"][1], atol=1e-5)

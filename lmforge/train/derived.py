@@ -42,6 +42,7 @@ def describe(model, context: int, tokens_per_step: int, max_steps: int, precisio
         "max_steps": max_steps,
         "total_tokens": tokens_per_step * max_steps,
         "precision": precision,
+        "attention": getattr(getattr(model, "config", None), "_attn_implementation", None),
         "matmul_peak_flops": peak,
         "estimated_time_s": total_flops / (0.4 * peak),
         "max_time_s": max_time_s,
@@ -54,7 +55,7 @@ def print_derived(d: dict, out: Path | None = None) -> None:
         f"model: {d['params'] / 1e6:.2f}M parameters ({d['trainable_params'] / 1e6:.2f}M trainable), "
         f"{d['flops_per_token'] / 1e6:.1f} MFLOP/token (training)\n"
         f"schedule: {d['max_steps']} steps x {d['tokens_per_step']:,} tokens = {d['total_tokens'] / 1e6:.2f}M tokens; "
-        f"precision {d['precision']}; matmul peak {d['matmul_peak_flops'] / 1e9:.0f} GFLOP/s; "
+        f"precision {d['precision']}, attention {d.get('attention')}; matmul peak {d['matmul_peak_flops'] / 1e9:.0f} GFLOP/s; "
         f"estimated {est / 60:.1f} min at 40% of peak"
         + (f" (stops at the time budget, {d['max_time_s'] / 60:.1f} min)" if d.get("max_time_s") and d["max_time_s"] < est
            else "")

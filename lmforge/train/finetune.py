@@ -13,6 +13,7 @@ import torch
 from ..config import DataConfig, RunConfig, save_config
 from ..data.batches import ExampleBatches, Layout
 from ..errors import LmforgeError
+from ..model import pick_attention, set_attention
 from ..registry import OBJECTIVES
 from .derived import describe, print_derived
 from .loop import pick_precision, train
@@ -116,6 +117,8 @@ def finetune(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     context = cfg.model.context or min(getattr(model.config, "max_position_embeddings", 1024), 1024)
+    set_attention(model, pick_attention(cfg.model.attn_implementation, pick_precision(cfg.train.precision),
+                                        accelerator.device.type, context))
     run_checks(cfg, model, tokenizer, context)
     reference = make_reference(cfg, model)
     sampler = Sampler(cfg, tokenizer, run_dir)

@@ -58,7 +58,7 @@ def packed_data(cfg: RunConfig, tokenizer, train_docs, val_docs, context: int, a
 
 def pretrain(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
     """Trains a tokenizer (unless given) and a model from scratch; returns the run folder."""
-    from ..model import build_model, check_preset
+    from ..model import build_model, check_preset, pick_attention, set_attention
 
     if cfg.model.base:
         raise LmforgeError("model.base is set: starting from a pretrained model is `lmforge finetune`")
@@ -75,6 +75,8 @@ def pretrain(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
         tokenizer = prepare_tokenizer(cfg, train_docs, resume=True)
     model = build_model(cfg.model, tokenizer, seed=cfg.seed)
     context = model.config.max_position_embeddings
+    set_attention(model, pick_attention(cfg.model.attn_implementation, pick_precision(cfg.train.precision),
+                                        accelerator.device.type, context))
     tokenizer.model_max_length = context
     data = packed_data(cfg, tokenizer, train_docs, val_docs, context, accelerator)
     tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes * context
