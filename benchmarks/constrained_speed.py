@@ -3,9 +3,16 @@
     python benchmarks/constrained_speed.py                       # 3m preset, random weights, CPU
     python benchmarks/constrained_speed.py --model runs/cantos --batch-sizes 1 8
 
-Greedy decoding (as ``lmforge eval`` does). A token is counted up to and including the row's EOS, so a
-constrained row that closes its JSON early is not charged for padding. Prints a table and writes JSON to
-benchmarks/out/constrained_speed.json.
+Greedy decoding (as ``lmforge eval`` does). Two comparisons per batch size:
+
+- at equal length (the overhead of the constraint itself): the number of steps a constrained generation
+  takes to close its JSON, then both modes timed over exactly that many steps with EOS stopping off
+  (the same generate machinery; only the processor differs), seconds per step compared;
+- as decoded: tokens/s of each mode with its own stopping, a token counted up to and including the
+  row's EOS. Constrained answers close their JSON and stop early, so they pay the prompt's prefill over
+  fewer tokens: this row mixes answer length into speed.
+
+Prints a table and writes JSON to benchmarks/out/constrained_speed.json.
 """
 
 from __future__ import annotations
@@ -67,8 +74,9 @@ class Clocked:
 
 
 @torch.no_grad()
-def timed(model, tok, prompts, budget, constrained) -> tuple[float, int, float, int]:
-    """(seconds, tokens, seconds inside the JSON processor, decoding steps)."""
+def timed(model, tok, prompts, budget, constrained, exact: bool = False) -> tuple[float, int, float, int]:
+    """(seconds, tokens, seconds inside the JSON processor, decoding steps). ``exact``: decode exactly
+    ``budget`` steps, no EOS stopping in either mode (the same generate machinery, only the processor differs)."""
     from transformers import LogitsProcessorList
 
     enc = tok([tok.bos_token + p for p in prompts], return_tensors="pt", padding=True)
@@ -76,7 +84,7 @@ def timed(model, tok, prompts, budget, constrained) -> tuple[float, int, float, 
     t0 = time.perf_counter()
     out = model.generate(**enc, max_new_tokens=budget, do_sample=False,
                          logits_processor=LogitsProcessorList([clock]) if clock else None,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                         pad_token_id=tok.pad_token_id, eos_token_id=None if exact else tok.eos_token_id)
     dt = time.perf_counter() - t0
     new = out[:, enc["input_ids"].shape[1]:]
     return dt, counted(new, tok.eos_token_id), clock.seconds if clock else 0.0, new.shape[1]
@@ -96,10 +104,22 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model, tok = build(args)
     tok.padding_side = "left"
-    rows = []
+    rows, equal = [], []
     for bs in args.batch_sizes:
         prompts = [CANTOS_TEMPLATE.split("{output}")[0].format(input=q) for q in (QUESTIONS * bs)[:bs]]
         timed(model, tok, prompts, 16, False), timed(model, tok, prompts, 16, True)  # warm-up, grammar compile
+        # equal length: constrained, then free for exactly as many steps, alternating
+        per_step = {True: [], False: []}
+        for _ in range(args.repeats):
+            steps = timed(model, tok, prompts, args.max_new_tokens, True)[3]  # where the JSON ends
+            dt, _, _, _ = timed(model, tok, prompts, steps, True, exact=True)
+            dt_free, _, _, _ = timed(model, tok, prompts, steps, False, exact=True)
+            per_step[True].append(dt / steps)
+            per_step[False].append(dt_free / steps)
+        ratios = [c / f for c, f in zip(per_step[True], per_step[False])]
+        equal.append({"batch_size": bs, "free_ms_per_step": 1e3 * statistics.median(per_step[False]),
+                      "constrained_ms_per_step": 1e3 * statistics.median(per_step[True]),
+                      "slowdown": statistics.median(ratios) - 1, "runs_ratio": ratios})
         for constrained in (False, True):
             runs = [timed(model, tok, prompts, args.max_new_tokens, constrained) for _ in range(args.repeats)]
             rates = [n / dt for dt, n, _, _ in runs]
@@ -113,6 +133,12 @@ def main() -> None:
         if r["constrained"]:
             free = next(x for x in rows if x["batch_size"] == r["batch_size"] and not x["constrained"])
             r["slowdown"] = free["tokens_per_s"] / r["tokens_per_s"] - 1
+    print("at equal length (same decoding steps):")
+    print(f"{'batch':>5} {'free ms/step':>13} {'constrained ms/step':>20} {'slower':>8}")
+    for r in equal:
+        print(f"{r['batch_size']:>5} {r['free_ms_per_step']:>13.2f} {r['constrained_ms_per_step']:>20.2f} "
+              f"{100 * r['slowdown']:>+7.1f}%")
+    print("as decoded (each mode stops on its own):")
     print(f"{'batch':>5} {'decoding':>12} {'tokens':>7} {'tokens/s':>10} {'slower':>8} {'processor':>10} {'ms/step':>8}")
     for r in rows:
         slower = f"{100 * r['slowdown']:+.1f}%" if "slowdown" in r else ""
@@ -122,7 +148,7 @@ def main() -> None:
               f"{r['tokens_per_s']:>10.1f} {slower:>8} {proc:>10} {step:>8}")
     OUT.mkdir(parents=True, exist_ok=True)
     doc = {"model": args.model or f"random {args.preset}", "max_new_tokens": args.max_new_tokens,
-           "machine": machine(), "rows": rows}
+           "machine": machine(), "equal_length": equal, "rows": rows}
     (OUT / "constrained_speed.json").write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {OUT / 'constrained_speed.json'}")
 

@@ -6,6 +6,9 @@ finish the document fastest from the matcher's state (closers first, ``0`` for a
 from the grammar's jump-forward string). While the remaining budget is far above the path's length,
 the model is free inside the grammar; near it, only tokens after which the document can still be
 closed in time are kept (the model's top candidates that pass that check, plus the path's next token).
+"Far" is decided without computing the path: each token has a bound on how much it can lengthen it
+(a digit or a letter almost nothing, a ``[`` the shortest array element), and their sum since the last
+computed path bounds the current one.
 
 Usage with ``model.generate`` (one processor per call; it holds per-row matcher state)::
 
@@ -110,20 +113,33 @@ class JsonConstraint:
         never += list(range(len(tokenizer), self.vocab_size))
         ok = np.ones(self.vocab_size, dtype=bool)
         ok[never] = False
-        self.ok_words = np.packbits(np.pad(ok, (0, -self.vocab_size % 32)), bitorder="little").view(np.int32)
+        self.ok_words = self._words(ok)
+        # token sets as Python ints (bit t = token t): set tests on 1-2k bits cost far less than numpy calls
+        self.ok_bits = _as_int(self.ok_words)
+        self.stop_bits = sum(1 << t for t in self.stop_ids)
+        self.text_bits = sum(1 << t for t in self.text_ids)
         self.bitmask = xgr.allocate_token_bitmask(1, self.vocab_size)
         shortest = self.closing_path(xgr.GrammarMatcher(self.compiled))
         if shortest is None:
             raise LmforgeError("schema: no valid JSON found that this tokenizer can spell "
                                "(a key or constant uses characters outside its vocabulary?)")
         self.min_tokens = len(shortest)
-        self.margin = self._margin(compiler, vocab)
+        self.growth = self._growth(compiler, vocab)
+        self.margin = int(self.growth.max())
+        # per growth value, largest first: the bit words of the tokens that can grow the path that much
+        self.growth_levels = [(int(g), _as_int(self._words(self.growth >= g))) for g in np.unique(self.growth)[::-1]]
 
-    def _margin(self, compiler, vocab) -> int:
-        """How much one token can lengthen the closing path: budget slack below this triggers checks.
+    def _words(self, flags: np.ndarray) -> np.ndarray:
+        """(V,) booleans -> (ceil(V/32),) int32 bit words, xgrammar's bitmask layout."""
+        flags = np.asarray(flags, dtype=bool)[: self.vocab_size]
+        return np.packbits(np.pad(flags, (0, -len(flags) % 32)), bitorder="little").view(np.int32)
+
+    def _growth(self, compiler, vocab) -> np.ndarray:
+        """(V,) per token: how much accepting it can lengthen the closing path (an upper bound).
 
         One structural character can open at most one sub-structure, whose shortest instance (plus a key)
-        bounds the growth; other characters add at most a literal's tail (``t`` -> ``rue``).
+        bounds the growth. The other characters of a token, together, add at most a literal's tail
+        (``f`` -> ``alse``), an escape's (``\\u`` -> 4 hex digits) or an exponent's digit: 8 is generous.
         """
         import xgrammar as xgr
 
@@ -138,9 +154,9 @@ class JsonConstraint:
             except Exception:  # a fragment that does not compile alone ($ref into a parent): be generous
                 path = [0] * 64
             grow = max(grow, len(path or [0] * 64) + keys + 6)
-        structural = max((sum(b in STRUCTURAL for b in v) for v in vocab), default=1)
-        longest = max((len(v) for v in vocab), default=1)
-        return max(1, structural) * grow + 4 * longest + 1
+        structural = [sum(b in STRUCTURAL for b in v) for v in vocab]
+        growth = np.array([n * grow + min(4 * (len(v) - n), 8) + 1 for v, n in zip(vocab, structural)], dtype=np.int64)
+        return np.pad(growth, (0, max(0, self.vocab_size - len(growth))), constant_values=growth.max())
 
     def processor(self, max_new_tokens: int, greedy: bool = False) -> "JsonLogitsProcessor":
         if max_new_tokens < self.min_tokens:
@@ -150,16 +166,10 @@ class JsonConstraint:
 
     # ---- the closing path -------------------------------------------------------------------------
 
-    def _allowed(self, matcher) -> np.ndarray:
-        """(ceil(V/32),) int32 bit words of the tokens the grammar allows next (special tokens removed)."""
+    def _allowed(self, matcher) -> int:
+        """The tokens the grammar allows next (special tokens removed), as an int: bit t = token t."""
         matcher.fill_next_token_bitmask(self.bitmask, 0)
-        words = self.bitmask[0].numpy()
-        words &= self.ok_words
-        return words
-
-    @staticmethod
-    def _bit(words: np.ndarray, token_id: int) -> bool:
-        return bool((int(words[token_id >> 5]) >> (token_id & 31)) & 1)
+        return _as_int(self.bitmask[0].numpy()) & self.ok_bits
 
     def _accept_text(self, matcher, text: str, path: list[int]) -> bool:
         """Accepts forced ``text``: as the tokenizer splits it if the grammar takes that, else char by char."""
@@ -191,19 +201,19 @@ class JsonConstraint:
             if m.is_terminated():
                 return path
             words = self._allowed(m)
-            if any(self._bit(words, s) for s in self.stop_ids):
+            if words & self.stop_bits:
                 return path
             forced = m.find_jump_forward_string()
             if forced:
                 if not self._accept_text(m, forced, path):
                     return None
                 continue
-            in_string = any(self._bit(words, t) for t in self.text_ids)
+            in_string = bool(words & self.text_bits)
             order = self.string_ids if in_string else self.priority_ids
-            pick = next((t for t in order if self._bit(words, t)), None)
+            pick = next((t for t in order if words >> t & 1), None)
             if pick is None:  # e.g. inside an enum or a pattern: the first allowed token
-                allowed = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little"))
-                pick = next((int(t) for t in allowed if t < self.vocab_size and t not in self.stop_ids), None)
+                rest = words & ~self.stop_bits
+                pick = (rest & -rest).bit_length() - 1 if rest else None
             if pick is None or not m.accept_token(pick):
                 return None
             path.append(pick)
@@ -245,6 +255,7 @@ class JsonLogitsProcessor(transformers.LogitsProcessor):
         self.bound = [float(self.c.min_tokens)] * B
         self.known = [{} for _ in range(B)]
         self.bitmask = xgr.allocate_token_bitmask(B, self.c.vocab_size)  # (B, ceil(V/32)) int32
+        self.words = self.bitmask.numpy()  # the same memory, as numpy (cheaper per-row access)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         # input_ids: (B, T) prompt + generated so far; scores: (B, V) next-token logits
@@ -253,24 +264,28 @@ class JsonLogitsProcessor(transformers.LogitsProcessor):
         if not self.matchers:
             self._start(input_ids)
         elif input_ids.shape[1] > self.prompt_len:
-            for i, m in enumerate(self.matchers):
+            for i, (m, t) in enumerate(zip(self.matchers, input_ids[:, -1].tolist())):
                 if not m.is_terminated():
-                    m.accept_token(int(input_ids[i, -1]))
-                    self.known[i] = {"now": self.known[i].get(int(input_ids[i, -1]))}
+                    m.accept_token(t)
+                    self.bound[i] += int(self.c.growth[t])
+                    self.known[i] = {"now": self.known[i].get(t)}
         remaining = self.max_new_tokens - (input_ids.shape[1] - self.prompt_len)  # this token included
         for i, m in enumerate(self.matchers):
             if m.is_terminated():  # finished rows get padding from generate: leave them free
-                self.bitmask[i] = -1
+                self.words[i] = -1
                 continue
             m.fill_next_token_bitmask(self.bitmask, i)
-            self.bitmask[i].numpy()[:] &= self.c.ok_words
-            self.bound[i] += self.c.margin
+            self.words[i] &= self.c.ok_words
             if remaining - self.bound[i] > self.c.margin:
                 continue  # far from the budget: one token cannot make the document unclosable
-            path = self.known[i].get("now") or self.c.closing_path(m, remaining)  # reuse last step's check
-            self.known[i] = {}
+            if remaining - self.bound[i] > self._step_margin(i):
+                continue  # no token the grammar allows here can grow the path that much
+            path = self.known[i].get("now")  # the last step's check already computed it
+            path = self.c.closing_path(m, remaining) if path is None else path
             self.bound[i] = float("inf") if path is None else len(path)
-            if path is not None and remaining - len(path) <= self.c.margin:
+            # if the model takes the path's next token, the following path is known without a search
+            self.known[i] = {path[0]: path[1:]} if path else {}
+            if path is not None and remaining - len(path) <= self._step_margin(i):
                 self._restrict(i, m, path, scores[i], remaining)
         V = self.c.vocab_size
         out = scores.float().cpu() if scores.device.type not in ("cpu", "cuda") else scores.float()
@@ -279,10 +294,15 @@ class JsonLogitsProcessor(transformers.LogitsProcessor):
             out[:, V:] = float("-inf")
         return out.to(scores.device, scores.dtype)
 
+    def _step_margin(self, i: int) -> int:
+        """The most any token allowed at this step (row ``i``'s bitmask) can lengthen the closing path."""
+        words = _as_int(self.words[i])
+        return next((g for g, level in self.c.growth_levels if words & level), 0)
+
     def _restrict(self, i: int, m, path: list[int], row: torch.Tensor, remaining: int) -> None:
         """Near the budget: keep only tokens after which the document still closes in ``remaining - 1``."""
         self.restricted_steps += 1
-        words = self.bitmask[i].numpy().view(np.uint32)
+        words = self.words[i].view(np.uint32)
         allowed = torch.from_numpy(np.unpackbits(words.view(np.uint8), bitorder="little")[: row.shape[0]].astype(bool))
         masked = row.float().cpu()[: allowed.shape[0]].masked_fill(~allowed, float("-inf"))
         top = torch.topk(masked, min(TOP_K, int(allowed.sum()))).indices.tolist()
@@ -299,6 +319,11 @@ class JsonLogitsProcessor(transformers.LogitsProcessor):
         words[:] = 0
         for t in safe + [nxt]:
             words[t >> 5] |= np.uint32(1 << (t & 31))
+
+
+def _as_int(words: np.ndarray) -> int:
+    """xgrammar bit words (little-endian int32s) as one Python int: bit t = token t."""
+    return int.from_bytes(words.tobytes(), "little")
 
 
 @functools.lru_cache(maxsize=8)
