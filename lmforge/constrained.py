@@ -195,27 +195,28 @@ class JsonConstraint:
     def closing_path(self, matcher, limit: int = MAX_CLOSE) -> Optional[list[int]]:
         """Tokens that finish the document from ``matcher``'s state (not counting EOS); None if none found
         within ``limit`` tokens."""
+        # Tokens are tried with accept_token (a rejected one leaves the state as it was), which costs far
+        # less than filling a bitmask; the bitmask is only read when no preferred character fits.
         m = matcher.fork()
         path: list[int] = []
+        probe = self.text_ids[0] if self.text_ids else None
         while len(path) <= limit:
-            if m.is_terminated():
-                return path
-            words = self._allowed(m)
-            if words & self.stop_bits:
+            if m.is_terminated() or any(m.accept_token(s) for s in self.stop_ids):
                 return path
             forced = m.find_jump_forward_string()
             if forced:
                 if not self._accept_text(m, forced, path):
                     return None
                 continue
-            in_string = bool(words & self.text_bits)
-            order = self.string_ids if in_string else self.priority_ids
-            pick = next((t for t in order if words >> t & 1), None)
+            in_string = probe is not None and m.accept_token(probe)
+            if in_string:
+                m.rollback(1)
+            pick = next((t for t in (self.string_ids if in_string else self.priority_ids) if m.accept_token(t)), None)
             if pick is None:  # e.g. inside an enum or a pattern: the first allowed token
-                rest = words & ~self.stop_bits
+                rest = self._allowed(m) & ~self.stop_bits
                 pick = (rest & -rest).bit_length() - 1 if rest else None
-            if pick is None or not m.accept_token(pick):
-                return None
+                if pick is None or not m.accept_token(pick):
+                    return None
             path.append(pick)
         return None
 
