@@ -107,8 +107,12 @@ def pick_attention(requested: Optional[str], mixed_precision: str, device_type: 
 def set_attention(model, impl: Optional[str]) -> None:
     """Switches a (possibly PEFT-wrapped) transformers model to attention kernel ``impl``."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if impl and getattr(base.config, "_attn_implementation", None) != impl and hasattr(base, "set_attn_implementation"):
+    if not impl or getattr(base.config, "_attn_implementation", None) == impl:
+        return
+    if hasattr(base, "set_attn_implementation"):
         base.set_attn_implementation(impl)
+    else:  # older transformers: attention modules read the config at each forward
+        base.config._attn_implementation = impl
 
 
 def resolve_model_path(name: str | Path) -> str:
