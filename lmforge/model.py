@@ -91,9 +91,9 @@ EAGER_MAX_CONTEXT = 512
 def pick_attention(requested: Optional[str], mixed_precision: str, device_type: str, context: int) -> Optional[str]:
     """The attention kernel to train with; ``None`` keeps the model's own.
 
-    Measured on a 2-core AVX-512 BF16 CPU (benchmarks/pretrain_speed.py --bare): under bf16 autocast,
-    eager attention trains the 1m preset 1.47x faster than sdpa, 3m 1.38x, 10m 1.1x, 40m 1.04x; in fp32
-    the two are level. On GPUs sdpa (flash/memory-efficient kernels) wins.
+    Measured on a 2-core AVX-512 BF16 CPU (bare training steps; docs/results.md, "Pretraining speed"):
+    under bf16 autocast eager attention trains the 1m preset 1.47x faster than sdpa, 3m 1.38x, 10m
+    1.1x, 40m 1.04x; in fp32 the two are level. On GPUs sdpa (flash/memory-efficient kernels) wins.
     """
     if requested not in (None, "auto"):
         return requested
