@@ -11,19 +11,13 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import sys
 from pathlib import Path
 
-_ROMAN = [(100, "C"), (90, "XC"), (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from augment_cantos import to_roman  # noqa: E402  (the Cantos variants spell numerals the same way)
+
 PUNCTUATION = [",", ".", "-", ":", "(", ")"]
-
-
-def to_roman(n: int) -> str:
-    out = []
-    for value, sym in _ROMAN:
-        while n >= value:
-            out.append(sym)
-            n -= value
-    return "".join(out)
 
 
 def repeated_lines(words: list[str], chars: int, seed: int = 0) -> str:
