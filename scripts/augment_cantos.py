@@ -136,6 +136,15 @@ def fitting(rows: list[dict], tokenizer: str, max_len: int, template: str = TEMP
     return [r for r, n in zip(rows, lengths) if n <= max_len]
 
 
+def train_val(rows: list[dict], val_fraction: float = 0.15, seed: int = 1337) -> tuple[list[dict], list[dict]]:
+    """The held-out split's training rows (never the test rows), parted into training and validation rows."""
+    rows = split_rows(rows, "train")
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_val = round(len(rows) * val_fraction)
+    return [rows[i] for i in sorted(order[n_val:])], [rows[i] for i in sorted(order[:n_val])]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", help="the Cantos JSONL (its fixed test split is left out)")
@@ -147,12 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-len", type=int, default=None, help="the fine-tuning context (a cut answer teaches bad JSON)")
     args = ap.parse_args(argv)
     rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = split_rows(rows, "train")  # never the test rows
-    order = list(range(len(rows)))
-    random.Random(args.seed).shuffle(order)
-    n_val = round(len(rows) * args.val_fraction)
-    val = [rows[i] for i in sorted(order[:n_val])]
-    train = [rows[i] for i in sorted(order[n_val:])]
+    train, val = train_val(rows, args.val_fraction, args.seed)
     variants = augment(train, args.copies, args.seed, frozenset(r["input"] for r in val))
     if args.tokenizer and args.max_len:
         variants = fitting(variants, args.tokenizer, args.max_len)
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, part in (("train", train), ("variants", variants), ("val", val)):
         with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
-    print(f"{len(rows)} training rows: {len(val)} validation, {len(train)} training, {len(variants)} variants "
+    print(f"{len(train) + len(val)} training rows: {len(val)} validation, {len(train)} training, {len(variants)} variants "
           f"of them -> {out}/{{train,variants,val}}.jsonl")
     return 0
 
