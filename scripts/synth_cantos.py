@@ -61,8 +61,12 @@ class Citations:
     def count(self, k: int) -> str:
         return WORDS[k - 1] if k <= 10 and self.rng.random() < 0.4 else str(k)
 
-    def span(self, longest: int = 25) -> tuple[int, int]:
-        a = self.rng.randint(1, MAX_LINE - 2)
+    def line(self) -> int:
+        """A line number: half of them among a canto's first 30 lines, as the rows cite them most."""
+        return self.rng.randint(1, 30 if self.rng.random() < 0.5 else MAX_LINE - 2)
+
+    def span(self, longest: int = 30) -> tuple[int, int]:
+        a = self.line()
         return a, min(MAX_LINE, a + self.rng.randint(1, longest - 1))
 
     def one_canto(self):
@@ -115,7 +119,7 @@ class Citations:
     def single_lines(self):
         c = self.canto()
         n = self.numeral(c)
-        a = self.rng.randint(1, MAX_LINE - 1)
+        a = self.line()
         if self.rng.random() < 0.5:
             text = self.rng.choice([f"line {a} of Canto {n}", f"{to_roman(c)}, l.{a}", f"Canto {n}, line {a}",
                                     f"(Canto {n}) Around l.{a}"])
