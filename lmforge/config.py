@@ -131,7 +131,8 @@ class TrainConfig(Section):
     """A task (cantos, a task YAML, package.module:function) scored on the validation rows at each evaluation."""
     eval_constrained: bool = False
     """Decode eval_task answers under its JSON schema (always valid JSON)."""
-    eval_max_new_tokens: int = Field(128, ge=1)
+    eval_max_new_tokens: Optional[int] = Field(None, ge=1)
+    """Generation budget for eval_task; default: the longest validation answer in tokens + 16 (as lmforge eval)."""
     log_every: int = Field(10, ge=1)
 
 

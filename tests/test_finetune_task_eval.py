@@ -33,3 +33,24 @@ def test_json_em_is_evaluated_and_picks_best(tmp_path, tiny_model_dir):
     state = json.loads(next((run / "checkpoints").glob("step-000006/state.json")).read_text())
     best = max(evals, key=lambda e: (e["field_f1"], -e["step"]))  # higher is better; ties keep the earlier
     assert state["best_step"] == best["step"] and state["best"] == best["field_f1"]
+
+
+def test_the_loop_gives_answers_the_budget_lmforge_eval_gives(monkeypatch, tiny_tokenizer):
+    """Unset, train.eval_max_new_tokens is the longest validation answer + 16: a fixed 128 cut right answers."""
+    from lmforge.config import RunConfig
+    from lmforge.data.batches import ExampleBatches
+    from lmforge.evaluate import answer_budget
+    from lmforge.evaluate.tasks import load_task
+    from lmforge.train import finetune
+
+    long = '{"references": [' + ", ".join(f'{{"canto": {c}, "lines": []}}' for c in range(1, 12)) + "]}"
+    rows = [{"input": "Cantos 1-11", "output": long}, {"input": "nothing", "output": '{"references": []}'}]
+    seen = {}
+    monkeypatch.setattr("lmforge.evaluate.evaluate_generation", lambda *a, **k: seen.update(k) or {})
+    val = [{"row": r, "input_ids": [1], "labels": [1]} for r in rows]
+    data = ExampleBatches(val, val, layout=None, seed=0, pad_id=0)
+    for budget, expected in ((None, answer_budget(tiny_tokenizer, load_task("cantos"), rows)), (24, 24)):
+        cfg = RunConfig.model_validate({"name": "b", "train": {"eval_task": "cantos", "eval_max_new_tokens": budget}})
+        finetune.task_evaluator(cfg, data, tiny_tokenizer)(model=None, step=0)
+        assert seen["max_new_tokens"] == expected
+    assert answer_budget(tiny_tokenizer, load_task("cantos"), rows) > 128  # the old fixed budget would cut it

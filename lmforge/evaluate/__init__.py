@@ -32,6 +32,11 @@ def generate_completions(model, tokenizer, prompts: list[str], *, max_new_tokens
         model.train(was_training)  # the training loop's evaluation block gets its model back as it was
 
 
+def answer_budget(tokenizer, task: Task, rows: list[dict]) -> int:
+    """The default generation budget: the longest reference answer of ``rows`` in tokens, plus 16."""
+    return max(len(tokenizer(task.reference(r), add_special_tokens=False)["input_ids"]) for r in rows) + 16
+
+
 def evaluate_generation(model, tokenizer, task: Task, rows: list[dict], *, max_new_tokens: int,
                         constrained: bool, batch_size: int = 8) -> dict[str, float]:
     """The task's metrics on greedy completions of ``rows`` (model already on its device).

@@ -76,10 +76,9 @@ def _modes(args, task) -> list[bool]:
 
 
 def _eval_task(model, tokenizer, task, args, label, table, samples) -> None:
-    from . import generate_completions
+    from . import answer_budget, generate_completions
 
-    budget = args.max_new_tokens or max(len(tokenizer(task.reference(r), add_special_tokens=False)["input_ids"])
-                                        for r in task.rows) + 16
+    budget = args.max_new_tokens or answer_budget(tokenizer, task, task.rows)
     prompts = [task.prompt(r) for r in task.rows]
     for constrained in _modes(args, task):
         row = f"{label} +json" if constrained else label

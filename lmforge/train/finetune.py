@@ -85,7 +85,7 @@ def stage_evaluators(cfg: RunConfig, sampler, reference, data, tokenizer, model)
 
 def task_evaluator(cfg: RunConfig, data, tokenizer):
     """Greedy answers to the validation rows, scored by the task: the same numbers ``lmforge eval`` reports."""
-    from ..evaluate import evaluate_generation
+    from ..evaluate import answer_budget, evaluate_generation
     from ..evaluate.tasks import load_task
 
     # the task's prompts and scoring; its rows are ours (the validation rows), read from the same file
@@ -94,8 +94,11 @@ def task_evaluator(cfg: RunConfig, data, tokenizer):
     if not rows:
         raise LmforgeError(f"train.eval_task={cfg.train.eval_task} needs validation rows (data.val or data.val_fraction)")
 
+    # the budget lmforge eval gives: a fixed one shorter than the longest answer scores right answers as cut
+    budget = cfg.train.eval_max_new_tokens or answer_budget(tokenizer, task, rows)
+
     def evaluate(model, step):
-        return evaluate_generation(model, tokenizer, task, rows, max_new_tokens=cfg.train.eval_max_new_tokens,
+        return evaluate_generation(model, tokenizer, task, rows, max_new_tokens=budget,
                                    constrained=cfg.train.eval_constrained, batch_size=cfg.train.batch_size)
     return evaluate
 
