@@ -7,7 +7,10 @@ Greedy decoding (as ``lmforge eval`` does). Two comparisons per batch size:
 
 - at equal length (the overhead of the constraint itself): the number of steps a constrained generation
   takes to close its JSON, then both modes timed over exactly that many steps with EOS stopping off
-  (the same generate machinery; only the processor differs), seconds per step compared;
+  (the same generate machinery; only the processor differs), seconds per step compared. The processor's
+  budget is ``--max-new-tokens``, as in use; "at the budget's edge" gives it exactly those steps instead,
+  so that the budget check (a closing-path search) runs at every step: the worst case, an answer that
+  only just fits;
 - as decoded: tokens/s of each mode with its own stopping, a token counted up to and including the
   row's EOS. Constrained answers close their JSON and stop early, so they pay the prompt's prefill over
   fewer tokens: this row mixes answer length into speed.
@@ -74,13 +77,16 @@ class Clocked:
 
 
 @torch.no_grad()
-def timed(model, tok, prompts, budget, constrained, exact: bool = False) -> tuple[float, int, float, int]:
+def timed(model, tok, prompts, budget, constrained, exact: bool = False,
+          grammar_budget: int | None = None) -> tuple[float, int, float, int]:
     """(seconds, tokens, seconds inside the JSON processor, decoding steps). ``exact``: decode exactly
-    ``budget`` steps, no EOS stopping in either mode (the same generate machinery, only the processor differs)."""
+    ``budget`` steps, no EOS stopping in either mode (the same generate machinery, only the processor differs).
+    ``grammar_budget``: the budget the processor closes the JSON within (default ``budget``)."""
     from transformers import LogitsProcessorList
 
     enc = tok([tok.bos_token + p for p in prompts], return_tensors="pt", padding=True)
-    clock = Clocked(json_logits_processor(tok, CANTOS_SCHEMA, budget, greedy=True)) if constrained else None
+    proc = json_logits_processor(tok, CANTOS_SCHEMA, grammar_budget or budget, greedy=True) if constrained else None
+    clock = Clocked(proc) if constrained else None
     t0 = time.perf_counter()
     out = model.generate(**enc, max_new_tokens=budget, do_sample=False,
                          logits_processor=LogitsProcessorList([clock]) if clock else None,
@@ -109,17 +115,20 @@ def main() -> None:
         prompts = [CANTOS_TEMPLATE.split("{output}")[0].format(input=q) for q in (QUESTIONS * bs)[:bs]]
         timed(model, tok, prompts, 16, False), timed(model, tok, prompts, 16, True)  # warm-up, grammar compile
         # equal length: constrained, then free for exactly as many steps, alternating
-        per_step = {True: [], False: []}
+        per_step = {"free": [], "constrained": [], "edge": []}
         for _ in range(args.repeats):
             steps = timed(model, tok, prompts, args.max_new_tokens, True)[3]  # where the JSON ends
-            dt, _, _, _ = timed(model, tok, prompts, steps, True, exact=True)
-            dt_free, _, _, _ = timed(model, tok, prompts, steps, False, exact=True)
-            per_step[True].append(dt / steps)
-            per_step[False].append(dt_free / steps)
-        ratios = [c / f for c, f in zip(per_step[True], per_step[False])]
-        equal.append({"batch_size": bs, "free_ms_per_step": 1e3 * statistics.median(per_step[False]),
-                      "constrained_ms_per_step": 1e3 * statistics.median(per_step[True]),
-                      "slowdown": statistics.median(ratios) - 1, "runs_ratio": ratios})
+            for mode in ("constrained", "free", "edge"):
+                dt = timed(model, tok, prompts, steps, mode != "free", exact=True,
+                           grammar_budget=args.max_new_tokens if mode == "constrained" else steps)[0]
+                per_step[mode].append(dt / steps)
+        ratios = [c / f for c, f in zip(per_step["constrained"], per_step["free"])]
+        edge = [c / f for c, f in zip(per_step["edge"], per_step["free"])]
+        equal.append({"batch_size": bs, "free_ms_per_step": 1e3 * statistics.median(per_step["free"]),
+                      "constrained_ms_per_step": 1e3 * statistics.median(per_step["constrained"]),
+                      "slowdown": statistics.median(ratios) - 1, "runs_ratio": ratios,
+                      "edge_ms_per_step": 1e3 * statistics.median(per_step["edge"]),
+                      "slowdown_at_edge": statistics.median(edge) - 1, "runs_ratio_at_edge": edge})
         for constrained in (False, True):
             runs = [timed(model, tok, prompts, args.max_new_tokens, constrained) for _ in range(args.repeats)]
             rates = [n / dt for dt, n, _, _ in runs]
@@ -134,10 +143,11 @@ def main() -> None:
             free = next(x for x in rows if x["batch_size"] == r["batch_size"] and not x["constrained"])
             r["slowdown"] = free["tokens_per_s"] / r["tokens_per_s"] - 1
     print("at equal length (same decoding steps):")
-    print(f"{'batch':>5} {'free ms/step':>13} {'constrained ms/step':>20} {'slower':>8}")
+    print(f"{'batch':>5} {'free ms/step':>13} {'constrained ms/step':>20} {'slower':>8} "
+          f"{'at the budget edge':>19} {'slower':>8}")
     for r in equal:
         print(f"{r['batch_size']:>5} {r['free_ms_per_step']:>13.2f} {r['constrained_ms_per_step']:>20.2f} "
-              f"{100 * r['slowdown']:>+7.1f}%")
+              f"{100 * r['slowdown']:>+7.1f}% {r['edge_ms_per_step']:>19.2f} {100 * r['slowdown_at_edge']:>+7.1f}%")
     print("as decoded (each mode stops on its own):")
     print(f"{'batch':>5} {'decoding':>12} {'tokens':>7} {'tokens/s':>10} {'slower':>8} {'processor':>10} {'ms/step':>8}")
     for r in rows:
