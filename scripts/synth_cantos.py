@@ -111,9 +111,10 @@ class Citations:
         g1, g2 = self.rng.choice([("δ", "ε"), ("α", "β"), ("a", "b")])
         text = self.rng.choice([f"Canto {n}: {g1} = {a}{s}{b}, {g2} = {b + 1}{s}{d}",
                                 f"Canto {n} ({g1} = {a}{s}{b}, {g2} = {b + 1}{s}{d})",
-                                f"{n}:ll.{a}{s}{b}, but in the following {d - b} lines"])
-        if "following" in text:
-            text = f"{n}:ll.{a}{s}{b}, but in the following {self.count(d - b) if d - b <= 10 else d - b} lines"
+                                None])  # None: the second range as "the following N lines"
+        if text is None:
+            k = d - b
+            text = f"{n}:ll.{a}{s}{b}, but in the following {self.count(k) if k <= 10 else k} lines"
         return text, [{"canto": c, "lines": list(range(a, b + 1))}, {"canto": c, "lines": list(range(b + 1, d + 1))}]
 
     def single_lines(self):
@@ -170,7 +171,7 @@ class Citations:
             return self.rng.choice([f"The last {name} Canto", f"the last Canto of {name}"]), [whole(hi)]
         return f"the second from last Canto of {name}", [whole(hi - 1)]
 
-    def any(self):
+    def draw(self):
         kinds = [(self.one_canto, 5), (self.some_cantos, 3), (self.run_of_cantos, 3), (self.line_range, 5),
                  (self.two_ranges, 2), (self.single_lines, 2), (self.ends, 4), (self.section, 2)]
         f = self.rng.choices([k for k, _ in kinds], [w for _, w in kinds])[0]
@@ -210,7 +211,7 @@ def make_row(cit: Citations, prose: list[str], none: float = 0.2) -> dict:
         return {"input": s, "output": json.dumps({"references": []})}
     texts, refs = [], []
     for _ in range(rng.choices([1, 2, 3], [70, 20, 10])[0]):
-        t, r = cit.any()
+        t, r = cit.draw()
         lines, wholes = size(refs + r)
         if texts and (lines > MAX_LINES_PER_ROW or wholes > MAX_WHOLE_PER_ROW):
             break
