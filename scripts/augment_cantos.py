@@ -18,7 +18,9 @@ import random
 import re
 from pathlib import Path
 
+from lmforge.data.readers import read_rows
 from lmforge.data.split import split_rows
+from lmforge.errors import LmforgeError
 
 _ROMAN = [(100, "C"), (90, "XC"), (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")]
 # a number as a word of its own: Roman numerals (upper case) or Arabic digits
@@ -155,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokenizer", default=None, help="with --max-len: drop variants longer than that in tokens")
     ap.add_argument("--max-len", type=int, default=None, help="the fine-tuning context (a cut answer teaches bad JSON)")
     args = ap.parse_args(argv)
-    rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:  # a missing or malformed file is one line naming it (file:line), not a traceback
+        rows = read_rows(args.data)
+    except LmforgeError as e:
+        raise SystemExit(f"error: {e}") from None
     train, val = train_val(rows, args.val_fraction, args.seed)
     variants = augment(train, args.copies, args.seed, frozenset(r["input"] for r in val))
     if args.tokenizer and args.max_len:

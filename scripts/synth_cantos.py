@@ -29,6 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from augment_cantos import TEMPLATE, MAX_CANTO, fitting, to_roman, train_val  # noqa: E402
 
+from lmforge.data.readers import read_rows, read_text  # noqa: E402
+from lmforge.errors import LmforgeError  # noqa: E402
+
 # named groups of cantos, as the training rows define them ("Every Pisan Canto", "all of Thrones", ...)
 SECTIONS = [("Pisan", 74, 84), ("Rock-Drill", 85, 95), ("Thrones", 96, 109), ("Drafts and Fragments", 110, 117),
             ("Malatesta", 8, 11), ("China", 52, 61), ("Italian", 72, 73)]
@@ -249,6 +252,10 @@ def synth_rows(prose: list[str], n: int, seed: int = 0, avoid: frozenset[str] = 
     return out
 
 
+def _missing(path: str):
+    raise LmforgeError(f"file not found: {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", help="the Cantos JSONL: its training rows without a reference give prose")
@@ -259,12 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokenizer", default=None, help="with --max-len: drop rows longer than that in tokens")
     ap.add_argument("--max-len", type=int, default=None, help="the fine-tuning context (a cut answer teaches bad JSON)")
     args = ap.parse_args(argv)
-    rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:  # a missing or malformed file is one line naming it, not a traceback
+        rows = read_rows(args.data)
+        texts = [read_text(Path(p)) if Path(p).is_file() else _missing(p) for p in args.prose]
+    except LmforgeError as e:
+        raise SystemExit(f"error: {e}") from None
     train, _ = train_val(rows)  # neither the test rows nor the validation rows scripts/augment_cantos.py sets apart
     empty = [r["input"] for r in train if json.loads(r["output"])["references"] == []]
-    prose = prose_sentences(empty + [Path(p).read_text(encoding="utf-8") for p in args.prose])
+    prose = prose_sentences(empty + texts)
     if not prose:
-        raise SystemExit("no prose sentences to set citations in")
+        raise SystemExit("error: no prose sentences to set citations in")
     synth = synth_rows(prose, args.rows, args.seed, frozenset(r["input"] for r in rows))
     if args.tokenizer and args.max_len:
         synth = fitting(synth, args.tokenizer, args.max_len)

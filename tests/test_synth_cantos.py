@@ -101,3 +101,19 @@ def test_files_are_written_from_training_rows_only(tmp_path):
     assert not any(w in s["input"] for s in synth for w in words)  # test and validation prose unused
     text = (tmp_path / "out" / "synth.txt").read_text()
     assert text.count("### Answer: ") == 50 and text.startswith('### Question: "')
+
+
+def test_bad_input_is_one_line_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "a", "output": "{\\"references\\": []}"}\n{bad\n')
+    with pytest.raises(SystemExit) as e:
+        syn.main([str(bad), "--out", str(tmp_path / "o")])
+    assert str(e.value).startswith(f"error: {bad}:2: ") and "\n" not in str(e.value)
+    with pytest.raises(SystemExit) as e:
+        syn.main([str(bad).replace("bad", "absent"), "--out", str(tmp_path / "o")])
+    assert str(e.value).startswith("error: data file not found:")
+    good = tmp_path / "good.jsonl"
+    good.write_text(bad.read_text().splitlines()[0] + "\n")
+    with pytest.raises(SystemExit, match="^error: file not found: .*nope.txt$"):
+        syn.main([str(good), "--prose", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()  # nothing half-written
