@@ -77,10 +77,3 @@ def test_variants_too_long_for_the_context_are_dropped(tiny_tokenizer, tmp_path)
     assert kept == [short]
     assert aug.fitting([short, long], str(tmp_path / "tok"), 100_000) == [short, long]
 
-
-def test_a_malformed_row_is_one_line_naming_file_and_line(tmp_path):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"input": "a", "output": "{\\"references\\": []}"}\n{bad\n')
-    with pytest.raises(SystemExit) as e:
-        aug.main([str(bad), "--out", str(tmp_path / "o")])
-    assert str(e.value).startswith(f"error: {bad}:2: ") and "\n" not in str(e.value)

@@ -106,9 +106,10 @@ def test_files_are_written_from_training_rows_only(tmp_path):
 def test_bad_input_is_one_line_naming_the_file(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "a", "output": "{\\"references\\": []}"}\n{bad\n')
-    with pytest.raises(SystemExit) as e:
-        syn.main([str(bad), "--out", str(tmp_path / "o")])
-    assert str(e.value).startswith(f"error: {bad}:2: ") and "\n" not in str(e.value)
+    for main in (syn.main, aug.main):  # both Cantos data scripts read through lmforge's readers
+        with pytest.raises(SystemExit) as e:
+            main([str(bad), "--out", str(tmp_path / "o")])
+        assert str(e.value).startswith(f"error: {bad}:2: ") and "\n" not in str(e.value)
     with pytest.raises(SystemExit) as e:
         syn.main([str(bad).replace("bad", "absent"), "--out", str(tmp_path / "o")])
     assert str(e.value).startswith("error: data file not found:")
