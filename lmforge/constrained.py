@@ -117,7 +117,6 @@ class JsonConstraint:
         # token sets as Python ints (bit t = token t): set tests on 1-2k bits cost far less than numpy calls
         self.ok_bits = _as_int(self.ok_words)
         self.stop_bits = sum(1 << t for t in self.stop_ids)
-        self.text_bits = sum(1 << t for t in self.text_ids)
         self.bitmask = xgr.allocate_token_bitmask(1, self.vocab_size)
         shortest = self.closing_path(xgr.GrammarMatcher(self.compiled))
         if shortest is None:

@@ -252,10 +252,6 @@ def synth_rows(prose: list[str], n: int, seed: int = 0, avoid: frozenset[str] = 
     return out
 
 
-def _missing(path: str):
-    raise LmforgeError(f"file not found: {path}")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", help="the Cantos JSONL: its training rows without a reference give prose")
@@ -268,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:  # a missing or malformed file is one line naming it, not a traceback
         rows = read_rows(args.data)
-        texts = [read_text(Path(p)) if Path(p).is_file() else _missing(p) for p in args.prose]
+        missing = [p for p in args.prose if not Path(p).is_file()]
+        if missing:
+            raise LmforgeError(f"file not found: {missing[0]}")
+        texts = [read_text(Path(p)) for p in args.prose]
     except LmforgeError as e:
         raise SystemExit(f"error: {e}") from None
     train, _ = train_val(rows)  # neither the test rows nor the validation rows scripts/augment_cantos.py sets apart
