@@ -68,7 +68,7 @@ def timed_pretrain(overrides: list[str], config: str | None = None) -> dict:
     import sys
     import tempfile
 
-    from lmforge.config import load_config
+    from lmforge.core.config import load_config
 
     with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
         if config is None:  # the command wants a file; the overrides say everything
@@ -112,7 +112,7 @@ def bare_steps(preset: str, batch: int, *, bf16: bool = False, compile_mode: str
     """
     import torch.nn.functional as F
 
-    from lmforge.config import ModelConfig
+    from lmforge.core.config import ModelConfig
     from lmforge.model import build_model, flops_per_token
 
     # only the ids and the vocabulary size of a tokenizer are read when building a model

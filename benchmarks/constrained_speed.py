@@ -32,8 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, machine  # noqa: E402
 
-from lmforge.constrained import json_logits_processor  # noqa: E402
-from lmforge.evaluate.tasks import CANTOS_SCHEMA, CANTOS_TEMPLATE  # noqa: E402
+from lmforge.generate.constrained import json_logits_processor  # noqa: E402
+from lmforge.scoring.tasks import CANTOS_SCHEMA, CANTOS_TEMPLATE  # noqa: E402
 
 TEXT = ('### Question: "What is the first line of Canto I?"\n ### Answer: {"references": [{"canto": 1, "lines": [1]}]}\n'
         '### Question: "the last five lines of canto 4"\n ### Answer: {"references": [{"canto": 4, "lines": '
@@ -44,9 +44,9 @@ QUESTIONS = ["What is the first line of Canto I?", "the last lines of canto 81",
 
 
 def build(args):
-    from lmforge.config import ModelConfig
+    from lmforge.core.config import ModelConfig
     from lmforge.model import build_model, load_pretrained
-    from lmforge.tokenizer import load_tokenizer, train_tokenizer
+    from lmforge.model.tokenizer import train_tokenizer
 
     if args.model:
         return load_pretrained(args.model).eval(), load_tokenizer(args.model)

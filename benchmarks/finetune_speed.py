@@ -59,10 +59,10 @@ def parse_args(argv=None):
 
 def make_base(args, out: Path) -> Path:
     """A preset Llama and a BPE trained on the Alpaca rows, saved as a folder (as a hub model would be)."""
-    from lmforge.config import ModelConfig
+    from lmforge.core.config import ModelConfig
     from lmforge.data.readers import read_rows
     from lmforge.model import build_model
-    from lmforge.tokenizer import train_tokenizer
+    from lmforge.model.tokenizer import train_tokenizer
 
     rows = read_rows(shared_data("alpaca_gpt4_1k.json"))
     texts = [" ".join(str(v) for v in r.values()) for r in rows]
@@ -74,7 +74,7 @@ def make_base(args, out: Path) -> Path:
 
 
 def run_config(args, work: Path):
-    from lmforge.config import load_config
+    from lmforge.core.config import load_config
 
     over = {"name": "speed", "out_dir": work / "runs", "log_dir": work / "logs", "model.base": args.base,
             "model.context": args.context, "lora.method": "lora", "lora.r": args.rank, "lora.alpha": 2 * args.rank,
@@ -104,7 +104,7 @@ class StepClock:
 def arm_lmforge(args, work: Path) -> dict:
     from lmforge.train.finetune import load_base, stage_data
     from lmforge.train.loop import train
-    from lmforge.train.pretrain import make_accelerator
+    from lmforge.train.run import make_accelerator
 
     cfg = run_config(args, work)
     accelerator = make_accelerator(cfg)
@@ -141,7 +141,7 @@ def arm_hf(args, work: Path) -> dict:
                               TrainingArguments)
 
     from lmforge.data.examples import load_examples
-    from lmforge.train.loop import pick_precision
+    from lmforge.train.run import pick_precision
 
     cfg = run_config(args, work)
     tokenizer = AutoTokenizer.from_pretrained(args.base)
@@ -180,7 +180,7 @@ def run_arm(args) -> None:
     res = (arm_hf if args.arm == "hf" else arm_lmforge)(args, work)
     tok_s, seconds = res["clock"].tokens_per_s(args.warmup)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    from lmforge.train.loop import pick_precision
+    from lmforge.train.run import pick_precision
 
     print("RESULT " + json.dumps({"arm": f"{args.arm}:{args.precision}", "computes_in": pick_precision(args.precision),
                                   "tokens_per_s": tok_s, "timed_s": seconds,

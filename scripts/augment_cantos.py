@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lmforge.data.readers import read_rows
 from lmforge.data.split import split_rows
-from lmforge.errors import LmforgeError
+from lmforge.core.errors import LmforgeError
 
 _ROMAN = [(100, "C"), (90, "XC"), (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")]
 # a number as a word of its own: Roman numerals (upper case) or Arabic digits
@@ -130,7 +130,7 @@ def augment(rows: list[dict], copies: int, seed: int, avoid: frozenset[str] = fr
 
 def fitting(rows: list[dict], tokenizer: str, max_len: int, template: str = TEMPLATE) -> list[dict]:
     """The rows whose BOS + prompt + answer + EOS fit in ``max_len`` tokens of ``tokenizer``."""
-    from lmforge.tokenizer import load_tokenizer
+    from lmforge.model import load_tokenizer
 
     tok = load_tokenizer(tokenizer)
     texts = [template.format(**r) for r in rows]

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from augment_cantos import TEMPLATE, MAX_CANTO, fitting, to_roman, train_val  # noqa: E402
 
 from lmforge.data.readers import read_rows, read_text  # noqa: E402
-from lmforge.errors import LmforgeError  # noqa: E402
+from lmforge.core.errors import LmforgeError  # noqa: E402
 
 # named groups of cantos, as the training rows define them ("Every Pisan Canto", "all of Thrones", ...)
 SECTIONS = [("Pisan", 74, 84), ("Rock-Drill", 85, 95), ("Thrones", 96, 109), ("Drafts and Fragments", 110, 117),

@@ -42,7 +42,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
-    from lmforge.tokenizer import train_tokenizer
+    from lmforge.model.tokenizer import train_tokenizer
 
     out = tmp_path_factory.mktemp("tok")
     return train_tokenizer([VERSE * 20], vocab_size=128, out_dir=out)
@@ -51,7 +51,7 @@ def tiny_tokenizer(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     """A saved tiny Llama + tokenizer folder: the same loading path as a hub id."""
-    from lmforge.config import ModelConfig
+    from lmforge.core.config import ModelConfig
     from lmforge.model import build_model
 
     out = tmp_path_factory.mktemp("tiny_model")

@@ -1,7 +1,7 @@
 import pytest
 
-from lmforge.config import load_config
-from lmforge.errors import LmforgeError
+from lmforge.core.config import load_config
+from lmforge.core.errors import LmforgeError
 
 
 def test_overrides_are_typed_yaml_scalars(tmp_path):

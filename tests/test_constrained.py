@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import LogitsProcessorList
 
-from lmforge.constrained import check_schema, json_constraint, json_logits_processor
-from lmforge.errors import LmforgeError
-from lmforge.evaluate.metrics import json_valid, schema_valid
+from lmforge.generate.constrained import check_schema, json_constraint, json_logits_processor
+from lmforge.core.errors import LmforgeError
+from lmforge.scoring.metrics import json_valid, schema_valid
 
 # integers and arrays, nested, nothing bounded: what makes a random model run out of tokens
 SCHEMA = {
@@ -38,7 +38,7 @@ def _generate(model, tok, schema, budget, seed, sample, constrained=True):
 
 @pytest.fixture(scope="module")
 def tok(tiny_model_dir):
-    from lmforge.tokenizer import load_tokenizer
+    from lmforge.model import load_tokenizer
 
     t = load_tokenizer(tiny_model_dir)
     t.padding_side = "left"
@@ -48,7 +48,7 @@ def tok(tiny_model_dir):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("schema", [SCHEMA, None], ids=["schema", "any"])
 def test_always_valid_from_a_random_model(tok, seed, schema):
-    from lmforge.config import ModelConfig
+    from lmforge.core.config import ModelConfig
     from lmforge.model import build_model
 
     model = build_model(ModelConfig(preset="tiny"), tok, seed=seed).eval()
@@ -63,7 +63,7 @@ def test_always_valid_from_a_random_model(tok, seed, schema):
 
 def test_budget_check_is_what_closes_the_document(tok):
     """With a tight budget the checks fire; the grammar alone lets a random model run out of tokens."""
-    from lmforge.config import ModelConfig
+    from lmforge.core.config import ModelConfig
     from lmforge.model import build_model
 
     model = build_model(ModelConfig(preset="tiny"), tok, seed=1).eval()

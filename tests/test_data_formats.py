@@ -8,13 +8,13 @@ from collections import Counter
 
 import pytest
 
-from lmforge.config import DataConfig
+from lmforge.core.config import DataConfig
 from lmforge.data.examples import (
     IGNORE, assemble, encode_prompt, load_examples, split_indices, tokenize_example, weighted,
 )
 from lmforge.data.formats import ALPACA_NO_INPUT, ALPACA_WITH_INPUT, render
-from lmforge.errors import LmforgeError
-from lmforge.registry import FORMATS
+from lmforge.core.errors import LmforgeError
+from lmforge.core.registry import FORMATS
 
 SEED_TEMPLATE = '### Question: "{input}"\n ### Answer: {output}'
 CHAT_TEMPLATE = (

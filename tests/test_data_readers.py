@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lmforge.data.readers import read_records, read_rows
-from lmforge.errors import LmforgeError
+from lmforge.core.errors import LmforgeError
 
 ROWS = [
     {"instruction": "Say hi", "input": "", "output": "hi"},

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import LogitsProcessorList
 
-from lmforge.decoding import (NegateLogitsProcessor, is_well_formed, least_likely_processors, negate_scores,
-                              well_formed_mask)
+from lmforge.generate.least_likely import NegateLogitsProcessor, least_likely_processors, negate_scores
+from lmforge.model.vocab import is_well_formed, well_formed_mask
 
 NEG = float("-inf")
 

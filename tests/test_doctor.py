@@ -14,7 +14,7 @@ import pytest
 
 from lmforge.cli import main
 from lmforge.doctor import CHECKS, check, raise_on_errors
-from lmforge.errors import LmforgeError
+from lmforge.core.errors import LmforgeError
 
 PROMPT = "Le vent se lève, il faut tenter de vivre."
 CHAT = {"messages": [{"role": "user", "content": "Bonjour"}, {"role": "assistant", "content": "Salut"}]}
@@ -120,7 +120,7 @@ def test_good_setup_has_no_findings_at_all(tiny_tokenizer, model):
 
 
 def test_row_messages_name_file_and_line(tmp_path, tiny_tokenizer):
-    from lmforge.doctor_cli import load_rows
+    from lmforge.doctor.inputs import load_rows
 
     p = tmp_path / "d.jsonl"
     p.write_text('{"text": "a</s>"}\n\n{"question": "?"}\n', encoding="utf-8")
@@ -154,7 +154,7 @@ def test_raise_on_errors_uses_the_first_error_message(tiny_tokenizer):
 @pytest.fixture
 def pad_eos_dir(tmp_path, tiny_model_dir):
     """The tiny model saved with a tokenizer whose PAD is its EOS."""
-    from lmforge.tokenizer import load_tokenizer
+    from lmforge.model import load_tokenizer
 
     out = tmp_path / "pad_eos"
     shutil.copytree(tiny_model_dir, out)

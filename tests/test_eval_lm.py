@@ -15,7 +15,7 @@ TEXT = "Demain, dès l'aube, à l'heure où blanchit la campagne,\nJe partirai."
 @pytest.fixture(scope="module")
 def model_and_tok(tiny_model_dir):
     from lmforge.model import load_pretrained
-    from lmforge.tokenizer import load_tokenizer
+    from lmforge.model import load_tokenizer
 
     return load_pretrained(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir)
 
@@ -68,7 +68,7 @@ def test_window_spans_cover_every_target_once(n, context, stride):
 
 
 def test_bad_window_is_a_clear_error():
-    from lmforge.errors import LmforgeError
+    from lmforge.core.errors import LmforgeError
 
     with pytest.raises(LmforgeError, match="stride"):
         window_spans(10, 4, 4)

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from lmforge.evaluate import metrics as M
+from lmforge.scoring import metrics as M
 from lmforge.evaluate.report import best_rows, to_csv, to_json, to_markdown
-from lmforge.evaluate.tasks import CANTOS_SCHEMA
-from lmforge.registry import METRICS
+from lmforge.scoring.tasks import CANTOS_SCHEMA
+from lmforge.core.registry import METRICS
 
 ENGLISH = [
     ("the cat sat on the mat", "the cat is on the mat"),

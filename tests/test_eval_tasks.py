@@ -9,9 +9,9 @@ import textwrap
 import pytest
 
 from conftest import shared_file
-from lmforge.errors import LmforgeError
-from lmforge.evaluate.tasks import Task, load_task, read_jsonl, split_rows
-from lmforge.registry import TASKS
+from lmforge.core.errors import LmforgeError
+from lmforge.scoring.tasks import Task, load_task, read_jsonl, split_rows
+from lmforge.core.registry import TASKS
 
 
 def test_cantos_task_reads_the_reference_data_and_splits_deterministically():
@@ -82,7 +82,7 @@ def test_yaml_task(tmp_path):
 
 def test_python_task(tmp_path, monkeypatch):
     (tmp_path / "mytasks.py").write_text(textwrap.dedent("""\
-        from lmforge.evaluate.tasks import Task
+        from lmforge.scoring.tasks import Task
         def echo(data=None, split="all"):
             return Task(name="echo", rows=[{"input": "x", "output": "x"}])
     """))
@@ -93,9 +93,9 @@ def test_python_task(tmp_path, monkeypatch):
 
 
 def test_evaluate_generation_constrained_is_always_valid(tiny_model_dir):
-    from lmforge.evaluate import evaluate_generation
+    from lmforge.scoring import evaluate_generation
     from lmforge.model import load_pretrained
-    from lmforge.tokenizer import load_tokenizer
+    from lmforge.model import load_tokenizer
 
     model, tok = load_pretrained(tiny_model_dir), load_tokenizer(tiny_model_dir)
     rows = [{"input": f"question {i}", "output": '{"references": [{"canto": 2, "lines": [-1]}]}'} for i in range(3)]

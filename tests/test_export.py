@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from lmforge.config import load_config
-from lmforge.errors import LmforgeError
+from lmforge.core.config import load_config
+from lmforge.core.errors import LmforgeError
 from tests.test_finetune import overrides, pad_eq_eos_dir, write_qa  # noqa: F401 (fixture)
 
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, pad_eq_eos_dir):  # noqa: F811
     """A LoRA run on a base whose PAD was EOS: fine-tuning grew the vocabulary by a distinct <pad>."""
-    from lmforge.train.finetune import finetune
+    from lmforge.train.run import finetune
 
     tmp = tmp_path_factory.mktemp("lora_run")
     over = overrides(tmp, "lora", pad_eq_eos_dir, write_qa(tmp),

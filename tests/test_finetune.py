@@ -14,8 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmforge.config import ModelConfig, load_config
-from lmforge.errors import LmforgeError
+from lmforge.train.run import make_accelerator
+from lmforge.core.config import ModelConfig, load_config
+from lmforge.core.errors import LmforgeError
 from lmforge.model import build_model
 
 # Q/A pairs short enough for a 0.1M-parameter model to fit in a few hundred steps.
@@ -64,7 +65,6 @@ def pad_eq_eos_dir(tmp_path_factory, tiny_tokenizer):
 def test_lora_trains_only_adapter_weights(tmp_path, tiny_model_dir):
     from lmforge.train.finetune import load_base, stage_data
     from lmforge.train.loop import train
-    from lmforge.train.pretrain import make_accelerator
 
     cfg = load_config(None, overrides(tmp_path, "lora", tiny_model_dir, write_qa(tmp_path),
                                       **{"lora.method": "lora", "lora.r": 4, "train.lr": 1e-2}))
@@ -85,7 +85,6 @@ def test_lora_trains_only_adapter_weights(tmp_path, tiny_model_dir):
 
 def test_completion_only_labels_mask_exactly_the_prompt(tmp_path, tiny_model_dir):
     from lmforge.train.finetune import load_base, stage_data
-    from lmforge.train.pretrain import make_accelerator
 
     cfg = load_config(None, overrides(tmp_path, "labels", tiny_model_dir, write_qa(tmp_path)))
     tok, _ = load_base(cfg)
@@ -122,7 +121,7 @@ def test_pad_rule_stops_after_the_answer_and_pad_eq_eos_runs_on(tmp_path, pad_eq
     from lmforge.data.batches import ExampleBatches, Layout
     from lmforge.data.examples import tokenize_example
     from lmforge.model import load_pretrained
-    from lmforge.tokenizer import load_tokenizer
+    from lmforge.model import load_tokenizer
     from lmforge.train.loop import train
 
     data, max_new = write_qa(tmp_path), 24
@@ -148,7 +147,8 @@ def test_pad_rule_stops_after_the_answer_and_pad_eq_eos_runs_on(tmp_path, pad_eq
         ex["labels"] = [-100 if t == tok.pad_token_id else lab for t, lab in zip(ex["input_ids"], ex["labels"])]
         examples.append(ex)
     cfg = load_config(None, overrides(tmp_path, "control", pad_eq_eos_dir, data, **FIT))
-    train(cfg, model, tok, ExampleBatches(examples, [], Layout(4, 1), cfg.seed, tok.pad_token_id))
+    train(cfg, model, tok, ExampleBatches(examples, [], Layout(4, 1), cfg.seed, tok.pad_token_id),
+          accelerator=make_accelerator(cfg))
     for q, a in QA:
         new = greedy_ids(model, tok, q, max_new)
         assert tok.decode(new).startswith(a)  # it learned the answer ...
@@ -167,7 +167,7 @@ def test_best_checkpoint_is_the_best_step_ties_to_the_earlier(tmp_path, tiny_tok
     model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
     ex = [tokenize_example(prompt_of(q), a, tiny_tokenizer, 64) for q, a in QA]
     res = train(cfg, model, tiny_tokenizer, ExampleBatches(ex, [], Layout(2, 1), 0, tiny_tokenizer.pad_token_id),
-                evaluators=(lambda m, step: {"score": scores[step]},))
+                evaluators=(lambda m, step: {"score": scores[step]},), accelerator=make_accelerator(cfg))
     assert res.best_metric == 0.9
     best = load_file(cfg.run_dir / "best" / "model.safetensors")
     step = lambda n: load_file(cfg.run_dir / "checkpoints" / f"step-{n:06d}" / "model" / "model.safetensors")
@@ -180,7 +180,7 @@ def test_best_checkpoint_is_the_best_step_ties_to_the_earlier(tmp_path, tiny_tok
 
 def test_best_by_val_loss_with_a_known_minimum(tmp_path, tiny_model_dir):
     """best/ holds the weights of the step with the lowest logged val_loss (the earliest on a tie)."""
-    from lmforge.train.finetune import finetune
+    from lmforge.train.run import finetune
 
     data = write_qa(tmp_path)
     over = overrides(tmp_path, "val", tiny_model_dir, data, **{"data.val": str(data), "train.eval_every": 1,
@@ -232,7 +232,7 @@ def test_trust_remote_code_stays_off_unless_configured(tmp_path, tiny_model_dir)
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="QLoRA runs where there is CUDA")
 def test_qlora_on_cpu_says_to_use_lora(tmp_path, tiny_model_dir):
-    from lmforge.train.finetune import finetune
+    from lmforge.train.run import finetune
 
     cfg = load_config(None, overrides(tmp_path, "q", tiny_model_dir, write_qa(tmp_path), **{"lora.method": "qlora"}))
     with pytest.raises(LmforgeError, match=r"lora\.method=lora"):

@@ -37,10 +37,10 @@ def test_json_em_is_evaluated_and_picks_best(tmp_path, tiny_model_dir):
 
 def test_the_loop_gives_answers_the_budget_lmforge_eval_gives(monkeypatch, tiny_tokenizer):
     """Unset, train.eval_max_new_tokens is the longest validation answer + 16: a fixed 128 cut right answers."""
-    from lmforge.config import RunConfig
+    from lmforge.core.config import RunConfig
     from lmforge.data.batches import ExampleBatches
-    from lmforge.evaluate import answer_budget
-    from lmforge.evaluate.tasks import load_task
+    from lmforge.scoring import answer_budget
+    from lmforge.scoring.tasks import load_task
     from lmforge.train import finetune
 
     long = '{"references": [' + ", ".join(f'{{"canto": {c}, "lines": []}}' for c in range(1, 12)) + "]}"

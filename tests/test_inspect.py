@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lmforge.cli import main
-from lmforge.inspect import (attention_maps, capture_attentions, capture_residuals, encode, entropy, forward_hooks,
+from lmforge.inspect.views import (attention_maps, capture_attentions, capture_residuals, encode, entropy, forward_hooks,
                              input_x_gradient, inspect_ids, least_likely, lens_logits, logit_lens, model_parts,
                              surprisal, top_k)
 

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lmforge.registry import OBJECTIVES
-from lmforge.train import least_likely as ll
+from lmforge.core.registry import OBJECTIVES
+from lmforge.losses import least_likely as ll
+from lmforge.losses import objectives as ob
 
 LN = torch.log
 
@@ -50,7 +51,7 @@ def test_inverse_kl_by_hand_and_shifted():
     assert hand == pytest.approx(0.1438366, rel=1e-6)
     # the registered wrapper divides by the step's token count and uses objective_args
     batch = {"input_ids": torch.zeros(1, 3, dtype=torch.long), "labels": labels, "num_tokens": 2}
-    loss, _ = OBJECTIVES.get("least_likely")(FixedLogits(logits), batch, lambda b: ref, beta=1.0)
+    loss, _ = OBJECTIVES.get("least_likely").fn(FixedLogits(logits), batch, lambda b: ref, beta=1.0)
     assert loss.item() == pytest.approx(hand / 2, rel=1e-5)
 
 
@@ -67,7 +68,7 @@ def test_inverse_kl_restricted_to_allowed_tokens():
 
 
 def test_well_formed_objectives_use_the_tokenizer(tiny_tokenizer):
-    from lmforge.decoding import well_formed_mask
+    from lmforge.model.vocab import well_formed_mask
 
     V = len(tiny_tokenizer)
     g = torch.Generator().manual_seed(0)
@@ -79,12 +80,12 @@ def test_well_formed_objectives_use_the_tokenizer(tiny_tokenizer):
     want = ref.masked_fill(~allowed, float("inf")).argmin(-1)  # (1, 6)
     logits = torch.full((1, 6, V), -10.0)
     logits.scatter_(-1, want.unsqueeze(-1), 10.0)  # a model that already predicts the well-formed argmin
-    loss, _ = ll.least_likely_hard(FixedLogits(logits), batch, lambda b: ref, well_formed=True,
+    loss, _ = ob.least_likely_hard(FixedLogits(logits), batch, lambda b: ref, well_formed=True,
                                    tokenizer=tiny_tokenizer)
     assert loss.item() < 1e-6
-    loss_raw, _ = ll.least_likely_hard(FixedLogits(logits), batch, lambda b: ref)
+    loss_raw, _ = ob.least_likely_hard(FixedLogits(logits), batch, lambda b: ref)
     assert loss_raw.item() > 10  # unrestricted, the target is the pad token
-    soft, _ = ll.least_likely(FixedLogits(logits), batch, lambda b: ref, beta=1.0, well_formed=True,
+    soft, _ = ob.least_likely(FixedLogits(logits), batch, lambda b: ref, beta=1.0, well_formed=True,
                               tokenizer=tiny_tokenizer)
     assert torch.isfinite(soft)
 
@@ -130,12 +131,12 @@ def test_contextual_argmin_by_hand():
 
 
 def test_hard_well_formed_needs_tokenizer():
-    from lmforge.errors import LmforgeError
+    from lmforge.core.errors import LmforgeError
 
     batch = {"input_ids": torch.zeros(1, 2, dtype=torch.long), "labels": torch.zeros(1, 2, dtype=torch.long),
              "num_tokens": 1}
     with pytest.raises(LmforgeError, match="well_formed"):
-        ll.least_likely_hard(FixedLogits(torch.zeros(1, 2, 4)), batch, lambda b: torch.zeros(1, 2, 4), well_formed=True)
+        ob.least_likely_hard(FixedLogits(torch.zeros(1, 2, 4)), batch, lambda b: torch.zeros(1, 2, 4), well_formed=True)
 
 
 def test_unlikelihood_by_hand():
@@ -146,7 +147,7 @@ def test_unlikelihood_by_hand():
     assert ll.unlikelihood_sum(logits, ids, ids).item() == pytest.approx(ul, rel=1e-5)
     nll = -(math.log(0.2) + math.log(0.1) + math.log(0.3))
     batch = {"input_ids": ids, "labels": ids, "num_tokens": 3}
-    loss, m = OBJECTIVES.get("unlikelihood")(FixedLogits(logits), batch, None, alpha=0.5)
+    loss, m = OBJECTIVES.get("unlikelihood").fn(FixedLogits(logits), batch, None, alpha=0.5)
     assert loss.item() == pytest.approx((nll + 0.5 * ul) / 3, rel=1e-5)
     # left padding (token 3) is never a candidate; masked labels are not scored
     ids_p = torch.tensor([[3, 0, 1, 0, 2]])
@@ -167,7 +168,7 @@ def test_confidence_penalty_by_hand():
     labels = torch.tensor([[-100, 3]])
     H = -sum(p * math.log(p) for p in (0.1, 0.2, 0.3, 0.4))
     batch = {"input_ids": torch.zeros(1, 2, dtype=torch.long), "labels": labels, "num_tokens": 1}
-    loss, _ = OBJECTIVES.get("confidence_penalty")(FixedLogits(logits), batch, None, beta=0.5)
+    loss, _ = OBJECTIVES.get("confidence_penalty").fn(FixedLogits(logits), batch, None, beta=0.5)
     assert loss.item() == pytest.approx(-math.log(0.4) - 0.5 * H, rel=1e-5)
 
 
@@ -191,7 +192,7 @@ def _batch(vocab):
 
 
 def test_lora_reference_is_the_adapter_disabled_base(tiny_model_dir):
-    from lmforge.config import LoraConfig
+    from lmforge.core.config import LoraConfig
     from lmforge.model import apply_lora, load_pretrained
 
     base = load_pretrained(tiny_model_dir).eval()
@@ -206,7 +207,7 @@ def test_lora_reference_is_the_adapter_disabled_base(tiny_model_dir):
                 p.add_(torch.randn_like(p) * 0.5)
     model.train()
     before = _tensor_elements()
-    reference = ll.make_reference(model, peft=True)
+    reference = ob.make_reference(model, peft=True)
     assert _tensor_elements() == before  # no copy of the weights
     assert reference.model is model
     got = reference(batch)
@@ -223,7 +224,7 @@ def test_full_reference_is_a_frozen_copy(tiny_model_dir):
 
     model = load_pretrained(tiny_model_dir)
     batch = _batch(model.config.vocab_size)
-    reference = ll.make_reference(model, peft=False)
+    reference = ob.make_reference(model, peft=False)
     ptrs = {p.data_ptr() for p in model.parameters()}
     assert all(p.data_ptr() not in ptrs and not p.requires_grad for p in reference.model.parameters())
     want = reference(batch)
@@ -234,7 +235,7 @@ def test_full_reference_is_a_frozen_copy(tiny_model_dir):
 
 
 def test_lora_reference_needs_an_adapter(tiny_model_dir):
-    from lmforge.errors import LmforgeError
+    from lmforge.core.errors import LmforgeError
 
     with pytest.raises(LmforgeError, match="adapter"):
-        ll.make_reference(torch.nn.Linear(2, 2), peft=True)
+        ob.make_reference(torch.nn.Linear(2, 2), peft=True)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lmforge.cli import main
-from lmforge.errors import LmforgeError
+from lmforge.core.errors import LmforgeError
 from tests.conftest import VERSE
 
 
@@ -38,8 +38,8 @@ def test_least_likely_finetune_logs_unlikeliness(tmp_path, tiny_model_dir):
 
 def test_unknown_objective_arg_is_named(tmp_path, tiny_model_dir):
     with pytest.raises(LmforgeError, match="least_likely_hard takes no 'well_formd'; did you mean 'well_formed'"):
-        from lmforge.config import load_config
-        from lmforge.train.finetune import finetune
+        from lmforge.core.config import load_config
+        from lmforge.train.run import finetune
 
         a = _args(tmp_path, tiny_model_dir, "train.objective_args={well_formd: true}")
         finetune(load_config(a[0], a[1:]))

@@ -1,6 +1,6 @@
 import torch
 
-from lmforge.config import ModelConfig
+from lmforge.core.config import ModelConfig
 from lmforge.model import PRESETS, build_model, flops_per_token, resolve_model_path
 
 
@@ -51,7 +51,7 @@ def test_auto_attention_is_eager_only_for_short_bf16_training_on_cpu():
 
 def test_eager_and_sdpa_attention_train_alike(tiny_tokenizer):
     """Switching the kernel changes speed, not the model: same loss and gradients (float tolerance)."""
-    from lmforge.config import ModelConfig
+    from lmforge.core.config import ModelConfig
     from lmforge.model import build_model, set_attention
 
     x = torch.randint(0, len(tiny_tokenizer), (2, 32))

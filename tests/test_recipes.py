@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.config import load_config
+from lmforge.core.config import load_config
 from lmforge.model import PRESETS
 from tests.conftest import SHARED
 

@@ -1,6 +1,6 @@
 from transformers import AutoTokenizer
 
-from lmforge.tokenizer import JSON_ALPHABET, chars_per_token, ensure_pad, train_tokenizer
+from lmforge.model.tokenizer import JSON_ALPHABET, chars_per_token, ensure_pad, train_tokenizer
 from tests.conftest import VERSE
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from lmforge.config import ModelConfig, load_config
+from lmforge.core.config import ModelConfig, load_config
 from lmforge.data.batches import ExampleBatches, Layout, PackedStream
 from lmforge.model import build_model
+from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.loop import train
+from lmforge.train.run import make_accelerator
 from tests.conftest import VERSE
 
 
@@ -38,7 +40,7 @@ def test_batch_1_accum_8_equals_batch_8_accum_1(tmp_path, tiny_tokenizer):
         cfg = _cfg(tmp_path, f"acc{bs}", batch_size=bs, grad_accum=acc, max_steps=3)
         model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
         data = ExampleBatches(_examples(tiny_tokenizer), [], Layout(bs, acc), seed=1, pad_id=tiny_tokenizer.pad_token_id)
-        res = train(cfg, model, tiny_tokenizer, data)
+        res = train(cfg, model, tiny_tokenizer, data, accelerator=make_accelerator(cfg))
         finals.append((_params(model), res.losses))
     for p, losses in finals[1:]:
         torch.testing.assert_close(p, finals[0][0], atol=2e-6, rtol=1e-5)
@@ -66,19 +68,24 @@ def _stream(tok, bs=4):
 
 
 def test_resume_equals_uninterrupted_and_ctrl_c_saves(tmp_path, tiny_tokenizer):
+    # dropout on: the resumed run draws the same masks only if the RNG state comes back with the weights
+    arch = ModelConfig(preset="tiny", dropout=0.2)
     full_cfg = _cfg(tmp_path, "full", batch_size=4, max_steps=8)
-    model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
-    full = train(full_cfg, model, tiny_tokenizer, _stream(tiny_tokenizer))
+    model = build_model(arch, tiny_tokenizer, seed=0)
+    full = train(full_cfg, model, tiny_tokenizer, _stream(tiny_tokenizer), accelerator=make_accelerator(full_cfg))
     full_params = _params(model)
 
     cut_cfg = _cfg(tmp_path, "cut", batch_size=4, max_steps=8)
-    model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
-    first = train(cut_cfg, model, tiny_tokenizer, _Interrupt(_stream(tiny_tokenizer), at=5))
+    model = build_model(arch, tiny_tokenizer, seed=0)
+    first = train(cut_cfg, model, tiny_tokenizer, _Interrupt(_stream(tiny_tokenizer), at=5),
+                  accelerator=make_accelerator(cut_cfg))
     assert first.interrupted and first.step == 5
     assert (cut_cfg.run_dir / "checkpoints" / "step-000005" / "state.json").is_file()
 
-    model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=123)  # fresh weights: all must come back
-    second = train(cut_cfg, model, tiny_tokenizer, _stream(tiny_tokenizer), resume=True)
+    model = build_model(arch, tiny_tokenizer, seed=123)  # fresh weights: all must come back
+    torch.manual_seed(999)  # and a different RNG state: it must come back too
+    second = train(cut_cfg, model, tiny_tokenizer, _stream(tiny_tokenizer), accelerator=make_accelerator(cut_cfg),
+                   resume_from=latest_checkpoint(cut_cfg.run_dir))
     assert first.losses + second.losses == full.losses  # bit-identical on CPU fp32
     torch.testing.assert_close(_params(model), full_params, atol=0, rtol=0)
 
@@ -86,7 +93,7 @@ def test_resume_equals_uninterrupted_and_ctrl_c_saves(tmp_path, tiny_tokenizer):
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, tiny_tokenizer):
     import pytest
 
-    from lmforge.errors import LmforgeError
+    from lmforge.core.errors import LmforgeError
 
     cfg = _cfg(tmp_path, "nan", batch_size=4, max_steps=6, save_every=2)
     model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
@@ -100,7 +107,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, tiny_tokenizer):
             return self.data.train_step(step)
 
     with pytest.raises(LmforgeError, match="loss became nan at step 3"):
-        train(cfg, model, tiny_tokenizer, Poison(data, None))
+        train(cfg, model, tiny_tokenizer, Poison(data, None), accelerator=make_accelerator(cfg))
     latest = (cfg.run_dir / "checkpoints" / "latest").read_text().strip()
     assert latest == "step-000002"
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lmforge.evaluate import unlikeliness as ul
+from lmforge.scoring import unlikeliness as us
 
 Z = torch.tensor([[3.0, 1.0, 4.0, 0.0, 2.0]])  # order, most to least likely: 2 0 4 1 3
 
@@ -16,13 +17,13 @@ Z = torch.tensor([[3.0, 1.0, 4.0, 0.0, 2.0]])  # order, most to least likely: 2 
 def test_rank_hits_and_surprisal_by_hand():
     refs = Z.expand(4, 5)
     preds = torch.tensor([2, 3, 0, 1])  # argmax, argmin, second, fourth
-    s = ul.position_stats(refs, preds, allowed=torch.tensor([True, True, True, False, True]))
+    s = us.position_stats(refs, preds, allowed=torch.tensor([True, True, True, False, True]))
     assert s["rank"].tolist() == [0.0, 1.0, 0.25, 0.75]
     assert s["below"].tolist() == [4, 0, 3, 1]
     logz = math.log(sum(math.exp(v) for v in Z[0].tolist()))
     assert s["surprisal"][1].item() == pytest.approx(logz - 0.0, rel=1e-5)
     assert s["max_surprisal"][0].item() == pytest.approx(logz, rel=1e-5)
-    m = ul.summarize(s, ks=(1, 2))
+    m = us.summarize(s, ks=(1, 2))
     assert m["hit@1"] == 0.25 and m["hit@2"] == 0.5
     assert m["median_rank"] == 0.25  # torch's median: the lower of the two middle values
     assert m["mean_rank"] == pytest.approx(0.5)
@@ -31,8 +32,8 @@ def test_rank_hits_and_surprisal_by_hand():
 
 
 def test_collapse_shows_in_top_share():
-    s = ul.position_stats(Z.expand(5, 5), torch.full((5,), 3))
-    m = ul.summarize(s)
+    s = us.position_stats(Z.expand(5, 5), torch.full((5,), 3))
+    m = us.summarize(s)
     assert m["median_rank"] == 1.0 and m["surprisal_ratio"] == pytest.approx(1.0)
     assert m["distinct"] == 1 and m["top_share"] == 1.0
 
@@ -57,21 +58,21 @@ def test_metrics_in_the_training_loop(tiny_model_dir):
     labels[:, :5] = -100  # the prompt: contexts 0..3 are not scored
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     ref_fn = lambda b: model(input_ids=b["input_ids"]).logits
-    same = ul.unlikeliness_metrics(model, ref_fn, batch)
+    same = us.unlikeliness_metrics(model, ref_fn, batch)
     assert same["median_rank"] == 0.0 and same["positions"] == 2 * 5
-    inverse = ul.unlikeliness_metrics(Negated(model), ref_fn, batch)
+    inverse = us.unlikeliness_metrics(Negated(model), ref_fn, batch)
     assert inverse["median_rank"] == 1.0 and inverse["hit@1"] == 1.0
     # the loop's evaluator form: fn(model, step) over the validation batches, prefixed for TensorBoard
     data = SimpleNamespace(val_batches=lambda n: [batch, batch][:n])
     model.train()
-    logged = ul.unlikeliness_evaluator(ref_fn, data, max_batches=2)(model, 10)
+    logged = us.unlikeliness_evaluator(ref_fn, data, max_batches=2)(model, 10)
     assert logged["unlikely/median_rank"] == 0.0 and logged["unlikely/positions"] == 2 * 2 * 5
     assert model.training  # its mode is given back
 
 
 def test_table_with_the_baselines(tiny_model_dir, tiny_tokenizer):
     from tests.conftest import VERSE
-    from lmforge.decoding import well_formed_mask
+    from lmforge.model.vocab import well_formed_mask
     from lmforge.model import load_pretrained
 
     ref = load_pretrained(tiny_model_dir).eval()

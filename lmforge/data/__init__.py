@@ -3,8 +3,8 @@
 Importing the package registers the built-in formats (text, alpaca, chat, prompt_completion, template).
 """
 
-from .examples import encode_prompt, load_examples, tokenize_example
-from .formats import render
-from .readers import read_records, read_rows
+from lmforge.data.examples import encode_prompt, load_examples, tokenize_example
+from lmforge.data.formats import render
+from lmforge.data.readers import read_records, read_rows
 
 __all__ = ["encode_prompt", "load_examples", "read_records", "read_rows", "render", "tokenize_example"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..train.objectives import IGNORE
+from lmforge.losses.common import IGNORE
 
 
 @dataclass

@@ -3,7 +3,7 @@
 An example is ``BOS + prompt + completion + EOS`` (BOS only if the tokenizer has one). EOS ends every
 completion and is always a target, so the model learns to stop. Prompt and completion are tokenized
 apart, exactly as ``generate`` will tokenize the prompt, so the label mask covers exactly the prompt.
-Nothing here sets PAD: ``lmforge.tokenizer.ensure_pad`` gives a PAD distinct from EOS.
+Nothing here sets PAD: ``lmforge.model.tokenizer.ensure_pad`` gives a PAD distinct from EOS.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import logging
 import random
 from typing import Optional
 
-from ..config import DataConfig, SourceConfig
-from ..errors import LmforgeError
-from .formats import render
-from .split import split_rows
-from .readers import read_records
+from lmforge.core.config import DataConfig, SourceConfig
+from lmforge.core.errors import LmforgeError
+from lmforge.data.formats import render
+from lmforge.data.split import split_rows
+from lmforge.data.readers import read_records
+from lmforge.losses.common import IGNORE
 
-IGNORE = -100
 log = logging.getLogger(__name__)
 
 

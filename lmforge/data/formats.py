@@ -11,8 +11,8 @@ import json
 import string
 from typing import Any, Optional
 
-from ..errors import LmforgeError
-from ..registry import FORMATS
+from lmforge.core.errors import LmforgeError
+from lmforge.core.registry import FORMATS
 
 # The Stanford Alpaca prompts, verbatim (with and without an input).
 ALPACA_WITH_INPUT = (

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from ..errors import LmforgeError
-from ..hub import looks_like_hub_id
+from lmforge.core.errors import LmforgeError
+from lmforge.core.hub import looks_like_hub_id
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
 

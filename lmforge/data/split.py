@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from ..errors import LmforgeError
+from lmforge.core.errors import LmforgeError
 
 SPLIT_SEED = 20260101  # fixed: the held-out split never changes between runs or machines
 TEST_FRACTION = 0.2

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ..config import DataConfig, SourceConfig
-from ..errors import LmforgeError
-from ..hub import looks_like_hub_id
-from .readers import read_hub, read_text
+from lmforge.core.config import DataConfig, SourceConfig
+from lmforge.core.errors import LmforgeError
+from lmforge.core.hub import looks_like_hub_id
+from lmforge.data.readers import read_hub, read_text
 
 TEXT_SUFFIXES = {".txt", ".md", ".text", ".raw", ""}
 

@@ -15,7 +15,8 @@ from typing import Optional
 
 import torch
 
-from ..errors import LmforgeError
+from lmforge.core.errors import LmforgeError
+from lmforge.model.modes import evaluating
 
 
 def window_spans(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
@@ -72,12 +73,8 @@ def score_text(model, tokenizer, text: str, *, context: Optional[int] = None, st
         ids = [tokenizer.bos_token_id] + ids
     if len(ids) < 2:
         raise LmforgeError("text to score is empty")
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         nll = token_nll(model, ids, context, stride, batch_size)
-    finally:
-        model.train(was_training)
     total = float(nll.double().sum())
     out = lm_metrics(total, nll.numel(), len(text), len(text.encode("utf-8")))
     out.update(nll=total, tokens=float(nll.numel()))

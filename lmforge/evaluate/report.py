@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from .metrics import higher_is_better
+from lmforge.scoring.metrics import direction
 
 Table = dict[str, dict[str, float]]  # row label -> metric name -> value
 
@@ -19,16 +19,9 @@ def columns(table: Table) -> list[str]:
     return list(dict.fromkeys(k for row in table.values() for k in row))
 
 
-def _direction(name: str) -> Optional[bool]:
-    try:
-        return higher_is_better(name)
-    except Exception:  # a column we know nothing about: no arrow, no "best"
-        return None
-
-
 def best_rows(table: Table, column: str) -> set[str]:
     """Rows holding the best value of ``column`` (by the metric's direction); empty for one row."""
-    up = _direction(column)
+    up = direction(column)
     vals = {r: v[column] for r, v in table.items() if isinstance(v.get(column), (int, float)) and math.isfinite(v[column])}
     if up is None or len(vals) < 2:
         return set()
@@ -46,7 +39,7 @@ def _fmt(v: Any) -> str:
 
 def to_markdown(table: Table) -> str:
     cols = columns(table)
-    arrow = {c: {True: " ↑", False: " ↓", None: ""}[_direction(c)] for c in cols}
+    arrow = {c: {True: " ↑", False: " ↓", None: ""}[direction(c)] for c in cols}
     lines = ["| model | " + " | ".join(c + arrow[c] for c in cols) + " |",
              "|---|" + "---:|" * len(cols)]
     best = {c: best_rows(table, c) for c in cols}
@@ -70,7 +63,7 @@ def to_json(table: Table, meta: Optional[dict] = None) -> str:
     cols = columns(table)
     doc = {
         "meta": meta or {},
-        "metrics": {c: {"higher_is_better": _direction(c)} for c in cols},
+        "metrics": {c: {"higher_is_better": direction(c)} for c in cols},
         "results": [{"model": r, **{c: vals.get(c) for c in cols}} for r, vals in table.items()],
     }
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"

@@ -5,6 +5,9 @@ or an adapter folder for LoRA), ``trainable.safetensors`` + ``optimizer.safetens
 ``state.json`` (step, scheduler, optimizer hyper-parameters, best metric). A checkpoint is written
 into a temporary folder and renamed into place, then ``checkpoints/latest`` is replaced atomically:
 a crash while saving leaves the previous checkpoint and ``latest`` untouched.
+
+``best/`` is a relative symlink to ``.best-step-N/``: the new best is written whole beside the old one,
+then the link is replaced in one ``os.replace``, so ``best`` always names a complete folder.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import LmforgeError
+from lmforge.core.errors import LmforgeError
+from lmforge.model.load import save_model_folder
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     with open(tmp, "rb") as f:
@@ -29,17 +33,22 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_model_folder(model, tokenizer, out: Path) -> None:
-    """A standalone model folder (adapter-only for PEFT models) with its tokenizer, atomically replaced."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    old = out.with_name(f".{out.name}.old")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+def save_best(model, tokenizer, run_dir: Path, step: int) -> Path:
+    """Writes ``.best-step-N/`` then points ``best`` at it atomically; removes the previous best folder."""
+    link = run_dir / "best"
+    target = run_dir / f".best-step-{step:06d}"
+    save_model_folder(model, tokenizer, target)
+    if link.is_dir() and not link.is_symlink():  # a run from before best/ was a link: move it aside once
+        os.replace(link, run_dir / ".best-previous")
+    old = os.readlink(link) if link.is_symlink() else None
+    tmp = run_dir / ".best.link.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target.name, tmp)
+    os.replace(tmp, link)
+    for stale in [run_dir / ".best-previous"] + ([run_dir / old] if old and old != target.name else []):
+        shutil.rmtree(stale, ignore_errors=True)
+    return link
 
 
 def _optimizer_tensors(opt_state: dict) -> tuple[dict, dict]:
@@ -77,13 +86,13 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, sched
     save_file(trainable, tmp / "trainable.safetensors")
     opt_tensors, opt_meta = _optimizer_tensors(optimizer.state_dict())
     save_file(opt_tensors, tmp / "optimizer.safetensors")
-    save_file({"cpu": torch.get_rng_state()}, tmp / "rng.safetensors")
+    save_file(_rng_state(), tmp / "rng.safetensors")
     state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), **extra}
     (tmp / "state.json").write_text(json.dumps(state, indent=1, default=float), encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _atomic_write_text(ckdir / "latest", final.name + "\n")
+    atomic_write_text(ckdir / "latest", final.name + "\n")
     _prune(ckdir, keep_last, keep=final.name)
     return final
 
@@ -120,5 +129,21 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     opt = _optimizer_state(load_file(path / "optimizer.safetensors"), state["optimizer"])
     optimizer.load_state_dict(opt)
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(load_file(path / "rng.safetensors")["cpu"])
+    _set_rng_state(load_file(path / "rng.safetensors"))
     return state
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    """The CPU generator's state, and each CUDA device's where CUDA is in use (dropout draws from it)."""
+    out = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, st in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"cuda:{i}"] = st
+    return out
+
+
+def _set_rng_state(saved: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(saved["cpu"])
+    cuda = [saved[k] for k in sorted(k for k in saved if k.startswith("cuda:"))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])

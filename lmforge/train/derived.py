@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..model import count_params, flops_per_token
+from lmforge.model import count_params, flops_per_token
 
 
 def matmul_peak_flops(device: torch.device | str = "cpu", dtype=torch.float32, n: int = 1024, seconds: float = 0.3) -> float:

@@ -1,4 +1,4 @@
-"""Fine-tuning a pretrained model (full, LoRA, QLoRA) through the same loop, stage after stage.
+"""Fine-tuning a pretrained model (full, LoRA, QLoRA), planned for ``run.py``: stage after stage, one loop.
 
 Correct by default: PAD distinct from EOS (the run-on trap), EOS appended to every completion and
 never masked, loss on completions only, the best checkpoint chosen by a metric, not by hand.
@@ -6,26 +6,29 @@ never masked, loss on completions only, the best checkpoint chosen by a metric, 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from ..config import DataConfig, RunConfig, save_config
-from ..data.batches import ExampleBatches, Layout
-from ..errors import LmforgeError
-from ..model import pick_attention, set_attention
-from ..registry import OBJECTIVES
-from .derived import describe, print_derived
-from .loop import pick_precision, train
-from .pretrain import finish, make_accelerator, packed_data
-from .samples import Sampler
+from lmforge.core.config import DataConfig, RunConfig
+from lmforge.core.errors import LmforgeError
+from lmforge.core.registry import OBJECTIVES
+from lmforge.data.batches import ExampleBatches, Layout
+from lmforge.data.examples import load_examples
+from lmforge.data.text import load_text_splits
+from lmforge.doctor import check, raise_on_errors
+from lmforge.losses.objectives import make_reference as reference_model
+from lmforge.model import (apply_lora, load_pretrained, load_tokenizer, pick_attention, qlora_quantization_config,
+                           set_attention)
+from lmforge.model.tokenizer import ensure_pad
+from lmforge.model.vocab import well_formed_mask
+from lmforge.scoring import answer_budget, evaluate_generation, load_task
+from lmforge.scoring.unlikeliness import unlikeliness_evaluator
+from lmforge.train.plan import Plan
+from lmforge.train.pretrain import packed_data
+from lmforge.train.samples import Sampler
 
 
 def load_base(cfg: RunConfig):
     """Tokenizer and model from ``model.base``, with the PAD rule applied and adapters attached."""
-    from ..model import apply_lora, load_pretrained, qlora_quantization_config
-    from ..tokenizer import ensure_pad, load_tokenizer
-
     if not cfg.model.base:
         raise LmforgeError("model.base: set the model to fine-tune (hub id, folder or lmforge run)")
     tokenizer = load_tokenizer(cfg.model.base, cfg.model.trust_remote_code)
@@ -47,22 +50,16 @@ def load_base(cfg: RunConfig):
 
 def make_reference(cfg: RunConfig, model):
     """The frozen reference an objective compares against: the adapter-disabled model under LoRA."""
-    if not getattr(OBJECTIVES.get(cfg.train.objective), "needs_reference", False):
+    if not OBJECTIVES.get(cfg.train.objective).needs_reference:
         return None
-    from .least_likely import make_reference as _make
-
-    return _make(model, peft=cfg.lora.method != "full")
+    return reference_model(model, peft=cfg.lora.method != "full")
 
 
 def stage_data(cfg: RunConfig, data_cfg: DataConfig, tokenizer, context: int, accelerator):
     """Raw text is packed into blocks (continued pretraining); rows become padded examples."""
     if data_cfg.format == "text" and all(s.format in (None, "text") for s in data_cfg.train):
-        from ..data.text import load_text_splits
-
         tr, va = load_text_splits(data_cfg)
         return packed_data(cfg, tokenizer, tr, va, context, accelerator)
-    from ..data.examples import load_examples
-
     train_ex, val_ex = load_examples(data_cfg, tokenizer, context, cfg.seed)
     layout = Layout(cfg.train.batch_size, cfg.train.grad_accum, accelerator.num_processes, accelerator.process_index)
     return ExampleBatches(train_ex, val_ex, layout, cfg.seed, tokenizer.pad_token_id, data_cfg.group_by_length)
@@ -75,9 +72,6 @@ def stage_evaluators(cfg: RunConfig, sampler, reference, data, tokenizer, model)
     if cfg.train.eval_task:
         out.append(task_evaluator(cfg, data, tokenizer))
     if reference is not None:
-        from ..decoding import well_formed_mask
-        from ..evaluate.unlikeliness import unlikeliness_evaluator
-
         allowed = well_formed_mask(tokenizer, model.get_output_embeddings().weight.shape[0])
         out.append(unlikeliness_evaluator(reference, data, allowed))
     return tuple(out)
@@ -85,9 +79,6 @@ def stage_evaluators(cfg: RunConfig, sampler, reference, data, tokenizer, model)
 
 def task_evaluator(cfg: RunConfig, data, tokenizer):
     """Greedy answers to the validation rows, scored by the task: the same numbers ``lmforge eval`` reports."""
-    from ..evaluate import answer_budget, evaluate_generation
-    from ..evaluate.tasks import load_task
-
     # the task's prompts and scoring; its rows are ours (the validation rows), read from the same file
     task = load_task(cfg.train.eval_task, data=cfg.data.train[0].path if cfg.data.train else None)
     rows = [e["row"] for e in data.val if "row" in e] if isinstance(data, ExampleBatches) else []
@@ -105,53 +96,26 @@ def task_evaluator(cfg: RunConfig, data, tokenizer):
 
 def run_checks(cfg: RunConfig, model, tokenizer, context: int) -> None:
     """The doctor's checks on the base model and tokenizer; errors refuse to train, with the same messages."""
-    from ..doctor import check, raise_on_errors
-
     raise_on_errors(check(model=model, tokenizer=tokenizer, data_format=cfg.data.format, max_positions=context,
                           purpose="train"))
 
 
-def finetune(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
-    """Fine-tunes ``model.base`` on ``data`` then on each of ``stages``; returns the run folder."""
-    accelerator = make_accelerator(cfg)
+def plan(cfg: RunConfig, accelerator, precision: str, resume: bool) -> Plan:
+    """The base (checked by the doctor, adapters attached), its reference if the objective needs one, and
+    one stage per data section: ``data`` first, then each of ``stages``."""
     tokenizer, model = load_base(cfg)
-    run_dir = cfg.run_dir
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
     context = cfg.model.context or min(getattr(model.config, "max_position_embeddings", 1024), 1024)
-    set_attention(model, pick_attention(cfg.model.attn_implementation, pick_precision(cfg.train.precision),
-                                        accelerator.device.type, context))
+    set_attention(model, pick_attention(cfg.model.attn_implementation, precision, accelerator.device.type, context))
     run_checks(cfg, model, tokenizer, context)
     reference = make_reference(cfg, model)
-    sampler = Sampler(cfg, tokenizer, run_dir)
-    stages = [(cfg.data, cfg.train.max_steps, cfg.train.lr)] + [
-        (s.data, s.max_steps or cfg.train.max_steps, s.lr or cfg.train.lr) for s in cfg.stages]
-    done = 0
-    if resume:
-        from .checkpoint import latest_checkpoint
-
-        last = latest_checkpoint(run_dir)
-        done = int(last.name.split("-")[1]) if last else 0
-    offset, step = 0, 0
-    for i, (data_cfg, steps, lr) in enumerate(stages):
+    sampler = Sampler(cfg, tokenizer, cfg.run_dir)
+    stages = [cfg]
+    for s in cfg.stages:
         stage_cfg = cfg.model_copy(deep=True)
-        stage_cfg.train.max_steps, stage_cfg.train.lr = steps, lr
-        if offset + steps <= done:  # finished before the interruption
-            offset += steps
-            continue
-        data = stage_data(stage_cfg, data_cfg, tokenizer, context, accelerator)
-        if accelerator.is_main_process and not quiet:
-            tokens = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes * context
-            print(f"stage {i + 1}/{len(stages)}: {steps} steps on {', '.join(s.path for s in data_cfg.train)}")
-            print_derived(describe(model, context, tokens, steps, pick_precision(cfg.train.precision),
-                                   accelerator.device, cfg.train.max_time_s), run_dir / f"derived-stage{i + 1}.json")
-        result = train(stage_cfg, model, tokenizer, data, accelerator=accelerator, reference=reference,
-                       evaluators=stage_evaluators(stage_cfg, sampler, reference, data, tokenizer, model),
-                       resume=resume and done > offset, step_offset=offset)
-        step = offset + result.step
-        if result.interrupted:
-            break
-        offset += steps
-    finish(accelerator, model, tokenizer, run_dir, sampler, step)
-    return run_dir
+        stage_cfg.data = s.data
+        stage_cfg.train.max_steps, stage_cfg.train.lr = s.max_steps or cfg.train.max_steps, s.lr or cfg.train.lr
+        stages.append(stage_cfg)
+    return Plan(model, tokenizer, context, stages=stages,
+                data=lambda c: stage_data(c, c.data, tokenizer, context, accelerator),
+                evaluators=lambda c, data: stage_evaluators(c, sampler, reference, data, tokenizer, model),
+                reference=reference, final=[lambda m, step: sampler(m, step, force=True)])

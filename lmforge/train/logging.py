@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..config import RunConfig
+from lmforge.core.config import RunConfig
 
 
 class RunLogger:

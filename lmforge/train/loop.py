@@ -1,7 +1,8 @@
 """The one training loop: pretraining, fine-tuning, every objective. Read it top to bottom.
 
 Stages differ only in where batches come from (``data.train_step(step)``) and which objective
-computes the loss. accelerate places the model, runs mixed precision and DDP/FSDP/DeepSpeed.
+computes the loss. accelerate places the model, runs mixed precision and DDP/FSDP/DeepSpeed; the run
+orchestrator (``run.py``) builds the accelerator, decides what to resume from and saves the final model.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from typing import Callable, Optional
 
 import torch
 
-from ..config import RunConfig
-from ..errors import LmforgeError
-from ..registry import OBJECTIVES
-from . import checkpoint as ckpt
-from .logging import RunLogger
-from .schedule import lr_factor
+import lmforge.losses.objectives  # noqa: F401  (registers the built-in objectives)
+from lmforge.core.config import RunConfig, TrainConfig
+from lmforge.core.errors import LmforgeError
+from lmforge.core.registry import OBJECTIVES
+from lmforge.losses.common import forward_logits, token_nll_sum
+from lmforge.model.modes import evaluating
+from lmforge.scoring.metrics import higher_is_better
+from lmforge.train import checkpoint as ckpt
+from lmforge.train.logging import RunLogger
+from lmforge.train.schedule import make_scheduler
 
 # An evaluator adds metrics in the evaluation block: (model, step) -> {"name": value}.
 Evaluator = Callable[[torch.nn.Module, int], dict]
@@ -34,43 +39,34 @@ class TrainResult:
     interrupted: bool = False
 
 
-def pick_precision(precision: str) -> str:
-    """'auto' -> bf16 where the hardware computes it natively (CUDA bf16, CPUs with AVX-512 BF16/AMX)."""
-    if precision != "auto":
-        return {"fp32": "no"}.get(precision, precision)
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
-
-
-def make_optimizer(model, cfg) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (not norms, biases)."""
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (or plain SGD); weight decay on matrices only (not norms, biases)."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, foreach=True)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), foreach=True)
 
 
-def train(cfg: RunConfig, model, tokenizer, data, *, accelerator=None, reference=None,
-          evaluators: tuple[Evaluator, ...] = (), resume: bool = False, start_step: int = 0,
+def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None,
+          evaluators: tuple[Evaluator, ...] = (), resume_from: Optional[Path] = None,
           step_offset: int = 0, logger: Optional[RunLogger] = None) -> TrainResult:
     """Trains ``model`` on ``data`` for ``cfg.train.max_steps`` optimizer steps; saves into ``cfg.run_dir``.
 
-    ``step_offset`` numbers the steps of a later stage after the earlier ones (checkpoints, logs).
+    ``resume_from``: a checkpoint whose weights, optimizer, schedule and RNG are restored first; its step
+    (from its ``state.json``) is where training goes on. ``step_offset`` numbers the steps of a later
+    stage after the earlier ones (checkpoints, logs).
     """
-    from accelerate import Accelerator
-
     tc = cfg.train
     run_dir = cfg.run_dir
-    objective = bind_objective(tc.objective, tc.objective_args, tokenizer)
-    if getattr(objective, "needs_reference", False) and reference is None:
+    spec = OBJECTIVES.get(tc.objective)
+    if spec.needs_reference and reference is None:
         raise LmforgeError(f"train.objective={tc.objective} needs a reference model")
-    accelerator = accelerator or Accelerator(mixed_precision=pick_precision(tc.precision),
-                                             cpu=not torch.cuda.is_available())
+    objective = spec.bind(tc.objective_args, tokenizer)
     optimizer = make_optimizer(model, tc)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio))
+    scheduler = make_scheduler(optimizer, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio)
     # the scheduler stays outside accelerate: prepared, it steps once per process per call (it assumes
     # each process sees 1/world of the batches), which would decay the lr `world` times too fast
     wrapped, optimizer = accelerator.prepare(model, optimizer)
@@ -79,17 +75,13 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator=None, reference
     logger = logger or RunLogger(cfg, accelerator.is_main_process)
 
     state: dict = {"best": None, "best_step": None, "elapsed_s": 0.0}
-    step = start_step
-    if resume:
-        last = ckpt.latest_checkpoint(run_dir)
-        if last is None:
-            raise LmforgeError(f"{run_dir}: no checkpoint to resume from")
-        state = ckpt.load_checkpoint(last, model, optimizer, scheduler)
+    step = 0
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(resume_from, model, optimizer, scheduler)
         step = state["step"] - step_offset
-        logger.info(f"resumed from {last} at step {state['step']}")
+        logger.info(f"resumed from {resume_from} at step {state['step']}")
 
-    best_dir = run_dir / "best"
-    higher = _higher_is_better(tc.best_metric, tc.best_mode)
+    higher = higher_is_better(tc.best_metric) if tc.best_mode == "auto" else tc.best_mode == "max"
     world = accelerator.num_processes
     result = TrainResult(step=step, best_metric=state.get("best"))
     t_start, elapsed0 = time.time(), state.get("elapsed_s", 0.0)
@@ -148,7 +140,7 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator=None, reference
                 value = metrics.get(tc.best_metric)
                 if value is not None and accelerator.is_main_process and _improves(value, state.get("best"), higher):
                     state["best"], state["best_step"] = value, step + step_offset
-                    ckpt.save_model_folder(accelerator.unwrap_model(model), tokenizer, best_dir)
+                    ckpt.save_best(accelerator.unwrap_model(model), tokenizer, run_dir, step + step_offset)
                     result.best_metric = value
             if step % tc.save_every == 0 or step == tc.max_steps:
                 save(step)
@@ -167,45 +159,19 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator=None, reference
     return result
 
 
-def bind_objective(name: str, args: dict, tokenizer):
-    """The registered objective with ``train.objective_args`` (and the tokenizer, if it asks) bound."""
-    import difflib
-    import functools
-    import inspect
-
-    fn = OBJECTIVES.get(name)
-    accepted = [p for p in inspect.signature(fn).parameters if p not in ("model", "batch", "reference", "tokenizer")]
-    for key in args:
-        if key not in accepted:
-            hint = difflib.get_close_matches(key, accepted, n=1)
-            raise LmforgeError(f"train.objective_args: {name} takes no {key!r}"
-                               + (f"; did you mean {hint[0]!r}?" if hint else f"; it takes {', '.join(accepted) or 'none'}"))
-    kwargs = dict(args)
-    if getattr(fn, "needs_tokenizer", False):
-        kwargs["tokenizer"] = tokenizer
-    if not kwargs:
-        return fn
-    bound = functools.partial(fn, **kwargs)
-    bound.needs_reference = getattr(fn, "needs_reference", False)
-    return bound
-
-
 @torch.no_grad()
 def evaluate(model, data, objective, reference, max_batches: int, accelerator) -> dict:
     """Validation loss (the objective's) and, from the next-token NLL, bits per character."""
-    from .objectives import forward_logits, token_nll_sum
-
-    model.eval()
     loss_sum = nll_sum = n = 0.0
-    for b in data.val_batches(max_batches):
-        b = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in b.items()}
-        with accelerator.autocast():
-            loss, metrics = objective(model, b, reference)
-            nll = metrics["nll_sum"] if "nll_sum" in metrics else token_nll_sum(forward_logits(model, b), b["labels"])
-        loss_sum += loss.float().item() * b["num_tokens"]
-        nll_sum += float(nll)
-        n += b["num_tokens"]
-    model.train()
+    with evaluating(model):
+        for b in data.val_batches(max_batches):
+            b = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in b.items()}
+            with accelerator.autocast():
+                loss, metrics = objective(model, b, reference)
+                nll = metrics["nll_sum"] if "nll_sum" in metrics else token_nll_sum(forward_logits(model, b), b["labels"])
+            loss_sum += loss.float().item() * b["num_tokens"]
+            nll_sum += float(nll)
+            n += b["num_tokens"]
     totals = accelerator.reduce(torch.tensor([loss_sum, nll_sum, n], device=accelerator.device), "sum").tolist()
     if totals[2] == 0:
         return {}
@@ -216,18 +182,6 @@ def evaluate(model, data, objective, reference, max_batches: int, accelerator) -
         out["val_bpc"] = out["val_nll"] / cpt / math.log(2)
         out["val_nats_per_char"] = out["val_nll"] / cpt
     return out
-
-
-def _higher_is_better(metric: str, mode: str) -> bool:
-    if mode != "auto":
-        return mode == "max"
-    if any(w in metric for w in ("loss", "nll", "ppl", "bpc", "per_char")):
-        return False
-    from ..evaluate.metrics import higher_is_better
-    from ..registry import METRICS
-
-    # a registered metric knows its direction; an evaluator's own score is taken as higher-is-better
-    return higher_is_better(metric) if metric.split(":")[0].split("@")[0] in METRICS else True
 
 
 def _improves(value: float, best: Optional[float], higher: bool) -> bool:

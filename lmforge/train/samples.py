@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig
+from lmforge.core.config import RunConfig
+from lmforge.generate import GenerationSettings, generate
+from lmforge.model.modes import evaluating
 
 
 class Sampler:
@@ -15,13 +17,11 @@ class Sampler:
     def __call__(self, model, step: int, force: bool = False) -> dict:
         if not force and step % self.cfg.every:
             return {}
-        from ..generate import GenerationSettings, generate
-
         s = GenerationSettings(max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
                                top_k=self.cfg.top_k, top_p=self.cfg.top_p, seed=self.seed)
         prompts = [p.replace("\\n", "\n") for p in self.cfg.prompts]  # '\n' in single-quoted YAML is a newline
-        texts = generate(model, self.tokenizer, prompts, s)
-        model.train()
+        with evaluating(model):
+            texts = generate(model, self.tokenizer, prompts, s)
         self.dir.mkdir(parents=True, exist_ok=True)
         body = "\n\n---\n\n".join(p + t for p, t in zip(prompts, texts))
         (self.dir / f"step-{step:06d}.txt").write_text(body + "\n", encoding="utf-8")

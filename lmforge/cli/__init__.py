@@ -1,0 +1,71 @@
+"""The command line: one module per command in this package, each the same shape.
+
+A command module has ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``: it parses,
+calls one stage function, prints. Only the chosen command's module is imported, so ``lmforge --help``
+answers at once. A user mistake (``LmforgeError``) prints one line and exits 2; no traceback.
+To add a command: copy ``validate.py`` to ``NAME.py`` and add NAME to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from lmforge.core.errors import LmforgeError
+
+# The commands, in the order ``lmforge --help`` lists them; each is the module lmforge.cli.<name>.
+COMMANDS = ("demo", "tokenizer", "pretrain", "finetune", "resume", "validate", "generate", "eval", "inspect",
+            "doctor", "export")
+
+
+def command(name: str):
+    return importlib.import_module(f"lmforge.cli.{name}")
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmforge", description="Forge language models end to end, CPU first.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        sub.add_parser(name, help=command(name).HELP, add_help=False)
+    return p
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bar and messages only: no per-file loading bars from the libraries."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        args = _top_parser().parse_args(argv)
+        if args.version:
+            from lmforge import __version__
+
+            print(__version__)
+            return 0
+        _top_parser().print_help()
+        return 0 if not argv else 2
+    name = argv[0]
+    _quiet_libraries()
+    try:
+        mod = command(name)
+        parser = argparse.ArgumentParser(prog=f"lmforge {name}", description=mod.HELP)
+        mod.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
+        return int(mod.run(args) or 0)
+    except LmforgeError as e:
+        print(f"lmforge {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lmforge {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

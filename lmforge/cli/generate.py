@@ -1,0 +1,90 @@
+"""``lmforge generate MODEL --prompt ... | --file rows.jsonl --template '...' [--output out.jsonl]``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from lmforge.core.errors import LmforgeError
+from lmforge.data.readers import read_rows
+from lmforge.doctor import check, raise_on_errors
+from lmforge.generate import GenerationSettings, generate
+from lmforge.model import load_model_and_tokenizer
+
+HELP = "generate text from a model, prompts or a JSONL file"
+
+
+def add_arguments(p):
+    p.add_argument("model", help="a model folder, an lmforge run (runs/NAME), or a hub id")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several); '\\n' is a newline")
+    p.add_argument("--file", help="JSONL/JSON/CSV rows to render through --template (one generation per row)")
+    p.add_argument("--template", default="{prompt}", help="prompt template with {column} placeholders")
+    p.add_argument("--output", help="write results as JSONL here (default: print)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", default="sample", choices=["sample", "greedy", "least_likely"])
+    p.add_argument("--any-token", action="store_true", help="least_likely: allow special/control/byte tokens")
+    p.add_argument("--json", action="store_true", help="constrain the output to valid JSON")
+    p.add_argument("--schema", help="constrain the output to this JSON schema (a .json file)")
+    p.add_argument("--stop", action="append", default=[], help="cut the output at this string (repeatable)")
+    p.add_argument("--device", default="auto", help="auto (CUDA where present), cpu, cuda, cuda:1, mps")
+    p.add_argument("--trust-remote-code", action="store_true")
+
+
+def _rows(args) -> tuple[list[str], list[dict]]:
+    if args.file:
+        rows = read_rows(args.file)
+        prompts = []
+        for i, row in enumerate(rows, 1):
+            try:
+                prompts.append(args.template.replace("\\n", "\n").format(**row))
+            except KeyError as e:
+                raise LmforgeError(f"{args.file}: row {i} has no column {e} used by --template") from None
+        return prompts, rows
+    if not args.prompt:
+        raise LmforgeError("give --prompt TEXT (repeatable) or --file rows.jsonl")
+    prompts = [p.replace("\\n", "\n") for p in args.prompt]
+    return prompts, [{"prompt": p} for p in prompts]
+
+
+def _schema(args):
+    if args.schema:
+        path = Path(args.schema)
+        if not path.is_file():
+            raise LmforgeError(f"schema file not found: {path}")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise LmforgeError(f"{path}:{e.lineno}: invalid JSON schema: {e.msg}") from None
+    return "any" if args.json else None
+
+
+def run(args) -> int:
+    prompts, rows = _rows(args)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_k=args.top_k, top_p=args.top_p, seed=args.seed, strategy=args.strategy,
+                                  well_formed=not args.any_token, json_schema=_schema(args), stop=tuple(args.stop))
+    model, tokenizer = load_model_and_tokenizer(args.model, trust_remote_code=args.trust_remote_code,
+                                                device=args.device)
+    _doctor(model, tokenizer, settings, prompts)
+    outs = generate(model, tokenizer, prompts, settings)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            for row, prompt, text in zip(rows, prompts, outs):
+                f.write(json.dumps({**row, "prompt": prompt, "completion": text}, ensure_ascii=False) + "\n")
+        print(f"wrote {len(outs)} completions to {args.output}")
+    else:
+        for prompt, text in zip(prompts, outs):
+            sys.stdout.write(f"{prompt}{text}\n" + ("-" * 40 + "\n" if len(outs) > 1 else ""))
+    return 0
+
+
+def _doctor(model, tokenizer, settings, prompts) -> None:
+    """The doctor's generation checks run first and refuse errors with the same messages."""
+    gen = {"max_new_tokens": settings.max_new_tokens, "temperature": settings.temperature,
+           "do_sample": settings.temperature > 0 and settings.strategy != "greedy"}
+    raise_on_errors(check(model=model, tokenizer=tokenizer, generation=gen, prompts=prompts, purpose="generate"))

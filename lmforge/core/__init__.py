@@ -1,0 +1,1 @@
+"""The core every layer stands on: typed config, registries, errors, hub loading errors."""

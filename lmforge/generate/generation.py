@@ -1,0 +1,120 @@
+"""Text generation over Hugging Face ``generate``, with the traps closed.
+
+- ``max_new_tokens`` only (``max_length`` equal to the prompt length generates nothing);
+- temperature 0 means greedy (``do_sample=False``), never a division by zero or an ignored setting;
+- stops at EOS; seedable; batched with left padding;
+- strategies: ``sample`` (temperature/top-k/top-p), ``greedy``, ``least_likely`` (negated logits),
+  and JSON-constrained decoding when a schema is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from lmforge.core.errors import LmforgeError
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 128
+    temperature: float = 0.8
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    seed: Optional[int] = None
+    strategy: str = "sample"  # sample | greedy | least_likely
+    well_formed: bool = True  # least_likely: only tokens a reader would see as text
+    json_schema: Optional[object] = None  # dict schema, or "any" for any JSON
+    stop: tuple[str, ...] = ()
+    batch_size: int = 16
+
+
+def _hf_kwargs(s: GenerationSettings, tokenizer) -> dict:
+    if s.max_new_tokens < 1:
+        raise LmforgeError("max_new_tokens must be at least 1")
+    if s.temperature < 0:
+        raise LmforgeError(f"temperature must be >= 0, got {s.temperature}")
+    greedy = s.strategy == "greedy" or s.temperature == 0
+    kw = dict(max_new_tokens=s.max_new_tokens, do_sample=not greedy,
+              pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+              eos_token_id=tokenizer.eos_token_id)
+    if not greedy:
+        kw.update(temperature=s.temperature, top_k=s.top_k or 0, top_p=s.top_p or 1.0)
+    return kw
+
+
+def _processors(s: GenerationSettings, tokenizer, budget: int, vocab_size: int) -> list:
+    procs = []
+    if s.strategy == "least_likely":
+        from lmforge.generate.least_likely import least_likely_processors
+
+        procs += least_likely_processors(tokenizer, well_formed=s.well_formed)
+    elif s.strategy not in ("sample", "greedy"):
+        raise LmforgeError(f"unknown strategy {s.strategy!r}; use sample, greedy or least_likely")
+    if s.json_schema is not None:
+        from lmforge.generate.constrained import json_logits_processor
+
+        procs.append(json_logits_processor(tokenizer, None if s.json_schema == "any" else s.json_schema, budget,
+                                           vocab_size=vocab_size, greedy=s.strategy == "greedy" or s.temperature == 0))
+    return procs
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    cut = min((text.find(x) for x in stops if x and x in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings = GenerationSettings()) -> list[str]:
+    """Completions (the new text only) for each prompt, in order."""
+    from transformers import LogitsProcessorList
+
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    device = next(model.parameters()).device
+    model.eval()
+    kw = _hf_kwargs(settings, tokenizer)
+    out: list[str] = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+    try:
+        for i in range(0, len(prompts), settings.batch_size):
+            chunk = prompts[i:i + settings.batch_size]
+            enc = _encode(tokenizer, chunk, device)
+            kw["max_new_tokens"] = _room(model, enc["input_ids"].shape[1], settings.max_new_tokens)
+            procs = _processors(settings, tokenizer, kw["max_new_tokens"], model.config.vocab_size)  # fresh state per batch (grammar matchers)
+            gen = model.generate(**enc, **kw, logits_processor=LogitsProcessorList(procs))
+            new = gen[:, enc["input_ids"].shape[1]:]
+            for row in new:
+                text = tokenizer.decode(row, skip_special_tokens=True)
+                out.append(_cut_at_stop(text, settings.stop))
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+def _room(model, prompt_len: int, wanted: int) -> int:
+    """Caps new tokens at the model's maximum positions: past them a RoPE model produces noise."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is None or prompt_len + wanted <= limit:
+        return wanted
+    if prompt_len >= limit:
+        raise LmforgeError(f"prompt is {prompt_len} tokens, the model's maximum is {limit}; shorten the prompt")
+    return limit - prompt_len
+
+
+def _encode(tokenizer, prompts: list[str], device) -> dict:
+    """Prompts as a left-padded batch, each starting with BOS (or EOS for an empty prompt without BOS)."""
+    enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if bos is not None:  # training saw BOS before every document and example
+        ids = [x if x[:1] == [bos] else [bos] + x for x in enc]
+    else:
+        ids = [x or [tokenizer.eos_token_id] for x in enc]
+    T = max(len(x) for x in ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.tensor([[pad] * (T - len(x)) + x for x in ids], device=device)
+    mask = torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids], device=device)
+    return {"input_ids": input_ids, "attention_mask": mask}
