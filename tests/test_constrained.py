@@ -56,9 +56,9 @@ def test_always_valid_from_a_random_model(tok, seed, schema):
     texts = _generate(model, tok, schema, budget, seed, sample=True) + _generate(model, tok, schema, budget, seed, False)
     assert all(json_valid(t) for t in texts), texts
     assert all(schema_valid(t, schema=schema) for t in texts), texts
-    # free decoding from the same model: its (much lower) rate is what the constraint fixes
+    # control: free decoding from the same model is not valid JSON, so the validity above is the constraint's
     free = _generate(model, tok, schema, budget, seed, sample=False, constrained=False)
-    assert sum(json_valid(t) for t in free) <= len(free)
+    assert sum(json_valid(t) for t in free) < len(free), free
 
 
 def test_budget_check_is_what_closes_the_document(tok):
@@ -111,4 +111,3 @@ def test_whitespace_is_not_free(tok):
     assert m.accept_string('{"a": [1, 2]}')
     m = xgr.GrammarMatcher(c.compiled)
     assert not m.accept_string("   {")
-    assert json.loads('{"a": [1, 2]}')

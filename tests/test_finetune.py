@@ -216,7 +216,8 @@ def test_trust_remote_code_stays_off_unless_configured(tmp_path, tiny_model_dir)
     base = tmp_path / "remote"
     shutil.copytree(tiny_model_dir, base)
     sentinel = tmp_path / "code-ran"
-    (base / "custom.py").write_text(f"open({str(sentinel)!r}, 'w').close()\n", encoding="utf-8")
+    (base / "custom.py").write_text(f"open({str(sentinel)!r}, 'w').close()\nraise RuntimeError('custom code ran')\n",
+                                    encoding="utf-8")
     config = json.loads((base / "config.json").read_text())
     config.update(model_type="lmforge_custom", auto_map={"AutoConfig": "custom.Config",
                                                          "AutoModelForCausalLM": "custom.Model"})
@@ -225,7 +226,7 @@ def test_trust_remote_code_stays_off_unless_configured(tmp_path, tiny_model_dir)
     with pytest.raises(LmforgeError):
         load_base(load_config(None, overrides(tmp_path, "r", base, data)))
     assert not sentinel.exists()
-    with pytest.raises(Exception):  # the shipped code is a stub; what matters is that it ran
+    with pytest.raises(RuntimeError, match="custom code ran"):  # the shipped code ran, and it says so
         load_base(load_config(None, overrides(tmp_path, "r", base, data, **{"model.trust_remote_code": True})))
     assert sentinel.exists()
 

@@ -116,6 +116,7 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None
                     f"loss became {step_loss} at step {step + step_offset}; stopped without saving it "
                     f"(last good checkpoint kept in {run_dir / 'checkpoints'}); lower train.lr or check the data")
             grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), tc.grad_clip) if tc.grad_clip > 0 else None
+            lr = scheduler.get_last_lr()[0]  # the rate this step is taken with
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -124,7 +125,7 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None
             # real tokens only: padding is not throughput
             tokens = sum(int(mb["attention_mask"].sum()) if "attention_mask" in mb else mb["input_ids"].numel()
                          for mb in micro_batches) * world
-            logger.step(step + step_offset, step_loss, scheduler.get_last_lr()[0], tokens,
+            logger.step(step + step_offset, step_loss, lr, tokens,
                         None if grad_norm is None else float(grad_norm))
 
             # ---- evaluation, samples, best checkpoint (also when the time budget ends the run)
