@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lmforge.core.errors import LmforgeError
+from lmforge.core.errors import LmforgeError, first_line
 
 
 class Section(BaseModel):
@@ -299,7 +299,7 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), ba
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise LmforgeError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
+            raise LmforgeError(f"{p}: not valid YAML: {first_line(e)}") from None
         if not isinstance(loaded, dict):
             raise LmforgeError(f"{p}: a config is a mapping of sections, got {type(loaded).__name__}")
         tree.update(loaded)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from lmforge.core.errors import LmforgeError
+from lmforge.core.errors import LmforgeError, first_line
 
 
 def looks_like_hub_id(name: str) -> bool:
@@ -23,7 +23,7 @@ def hub_errors(name: str, what: str):
     except (OSError, ValueError) as e:  # HF raises OSError subclasses for missing/offline repos
         local = Path(name).exists()
         if local:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise LmforgeError(f"cannot load {what} from {name}: {first}") from None
         if looks_like_hub_id(name):
             raise LmforgeError(

@@ -11,7 +11,7 @@ import json
 import string
 from typing import Any, Optional
 
-from lmforge.core.errors import LmforgeError
+from lmforge.core.errors import LmforgeError, first_line
 from lmforge.core.registry import FORMATS
 
 # The Stanford Alpaca prompts, verbatim (with and without an input).
@@ -141,7 +141,7 @@ def chat_format(row: dict, tokenizer=None, template: Optional[str] = None, **_: 
         prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, **kwargs)
         full = tokenizer.apply_chat_template(messages, **kwargs)
     except Exception as e:  # jinja2 errors, raise_exception() in the template, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise LmforgeError(f"chat template failed: {first}") from None
     # a template that renders the last turn differently with history (rare) falls back to the content
     completion = full[len(prompt):] if full.startswith(prompt) else messages[-1]["content"]

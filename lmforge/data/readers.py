@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from lmforge.core.errors import LmforgeError
+from lmforge.core.errors import LmforgeError, first_line
 from lmforge.core.hub import looks_like_hub_id
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
@@ -189,7 +189,7 @@ def _read_parquet(p: Path) -> list[Record]:
     try:
         rows = pq.read_table(p).to_pylist()
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged or foreign file
-        raise LmforgeError(f"{p}: not a readable Parquet file: {_first_line(e)}") from None
+        raise LmforgeError(f"{p}: not a readable Parquet file: {first_line(e)}") from None
     return [Record(f"{p}: row {i}", row) for i, row in enumerate(rows)]
 
 
@@ -206,7 +206,7 @@ def read_hub(name: str, split: str = "train", subset: Optional[str] = None, max_
     except Exception as e:  # datasets raises ConnectionError, DatasetNotFoundError, ValueError (bad split), ...
         raise LmforgeError(
             f"cannot load dataset {name!r} split {split!r} from the Hugging Face hub "
-            f"(offline, private or misspelled?): {_first_line(e)}"
+            f"(offline, private or misspelled?): {first_line(e)}"
         ) from None
     records = [Record(f"{name}[{split}] row {i}", row) for i, row in enumerate(ds)]
     if not records:
@@ -214,6 +214,3 @@ def read_hub(name: str, split: str = "train", subset: Optional[str] = None, max_
     return records
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import transformers
 
-from lmforge.core.errors import LmforgeError
+from lmforge.core.errors import LmforgeError, first_line
 
 STRUCTURAL = b'{}[]",:'
 # Closing preference: finish a container, end a string, then the shortest values. Inside a string the
@@ -68,7 +68,7 @@ def check_schema(schema: Any, source: str = "schema") -> Optional[dict]:
     try:
         xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
     except Exception as e:  # xgrammar raises RuntimeError/ValueError with a multi-line message
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise LmforgeError(f"{source}: invalid JSON schema: {first}") from None
     return schema
 

@@ -77,21 +77,16 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
     model.eval()
     kw = _hf_kwargs(settings, tokenizer)
     out: list[str] = []
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
-    try:
-        for i in range(0, len(prompts), settings.batch_size):
-            chunk = prompts[i:i + settings.batch_size]
-            enc = _encode(tokenizer, chunk, device)
-            kw["max_new_tokens"] = _room(model, enc["input_ids"].shape[1], settings.max_new_tokens)
-            procs = _processors(settings, tokenizer, kw["max_new_tokens"], model.config.vocab_size)  # fresh state per batch (grammar matchers)
-            gen = model.generate(**enc, **kw, logits_processor=LogitsProcessorList(procs))
-            new = gen[:, enc["input_ids"].shape[1]:]
-            for row in new:
-                text = tokenizer.decode(row, skip_special_tokens=True)
-                out.append(_cut_at_stop(text, settings.stop))
-    finally:
-        tokenizer.padding_side = side
+    for i in range(0, len(prompts), settings.batch_size):
+        chunk = prompts[i:i + settings.batch_size]
+        enc = _encode(tokenizer, chunk, device)
+        kw["max_new_tokens"] = _room(model, enc["input_ids"].shape[1], settings.max_new_tokens)
+        procs = _processors(settings, tokenizer, kw["max_new_tokens"], model.config.vocab_size)  # fresh state per batch (grammar matchers)
+        gen = model.generate(**enc, **kw, logits_processor=LogitsProcessorList(procs))
+        new = gen[:, enc["input_ids"].shape[1]:]
+        for row in new:
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            out.append(_cut_at_stop(text, settings.stop))
     return out
 
 
@@ -106,15 +101,20 @@ def _room(model, prompt_len: int, wanted: int) -> int:
 
 
 def _encode(tokenizer, prompts: list[str], device) -> dict:
-    """Prompts as a left-padded batch, each starting with BOS (or EOS for an empty prompt without BOS)."""
+    """Prompts as a batch the tokenizer left-pads (generation continues from the right edge), each starting
+    with BOS (or EOS for an empty prompt without BOS)."""
     enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     if bos is not None:  # training saw BOS before every document and example
         ids = [x if x[:1] == [bos] else [bos] + x for x in enc]
     else:
         ids = [x or [tokenizer.eos_token_id] for x in enc]
-    T = max(len(x) for x in ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    input_ids = torch.tensor([[pad] * (T - len(x)) + x for x in ids], device=device)
-    mask = torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids], device=device)
-    return {"input_ids": input_ids, "attention_mask": mask}
+    no_pad = tokenizer.pad_token_id is None  # then pad with EOS (masked out either way), and leave no trace
+    if no_pad:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        enc = tokenizer.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt")
+    finally:
+        if no_pad:
+            tokenizer.pad_token = None
+    return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}

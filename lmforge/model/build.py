@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from lmforge.core.config import ModelConfig
-from lmforge.core.errors import LmforgeError
+from lmforge.core.errors import LmforgeError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,7 @@ PRESETS: dict[str, Preset] = {
 
 def check_preset(cfg: ModelConfig) -> None:
     if cfg.preset is not None and cfg.preset not in PRESETS:
-        import difflib
-
-        hint = difflib.get_close_matches(cfg.preset, PRESETS, n=1)
-        raise LmforgeError(f"model.preset: unknown preset {cfg.preset!r}" + (f"; did you mean {hint[0]!r}?" if hint else
-                           f"; known: {', '.join(PRESETS)}"))
+        raise LmforgeError(f"model.preset: unknown preset {cfg.preset!r}" + did_you_mean(cfg.preset, PRESETS))
 
 
 def llama_config(cfg: ModelConfig, tokenizer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lmforge.core.config import LoraConfig
-from lmforge.core.errors import LmforgeError
+from lmforge.core.errors import LmforgeError, first_line
 
 
 def apply_lora(model, cfg: LoraConfig):
@@ -29,7 +29,7 @@ def apply_lora(model, cfg: LoraConfig):
     try:
         return get_peft_model(model, peft_cfg)
     except ValueError as e:
-        raise LmforgeError(f"lora: {str(e).splitlines()[0]}") from None
+        raise LmforgeError(f"lora: {first_line(e)}") from None
 
 
 def qlora_quantization_config():
