@@ -160,6 +160,31 @@ def test_cli_writes_a_self_contained_report(report_dir, tiny_model_dir, tiny_tok
     assert "--target-position=99 is outside" in capsys.readouterr().err
 
 
+HOSTILE = ["<script>alert(1)</script>", "a&b<c"]  # tokens the tokenizer decodes as such (added tokens)
+
+
+def test_tokens_and_model_name_reach_the_page_escaped(model, tiny_tokenizer, tmp_path):
+    """Markup-like tokens show as text: the template engine escapes them (this fails with autoescape off)."""
+    from lmforge.inspect.report import write_report
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.add_tokens(HOSTILE)
+    m = copy.deepcopy(model)
+    m.resize_token_embeddings(len(tok))
+    ids = encode(tok, f"Le vent {HOSTILE[0]} se lève, {HOSTILE[1]} il faut vivre.")
+    insp = inspect_ids(m, tok, ids, target_position=6)
+    assert HOSTILE[0] in insp.tokens and HOSTILE[1] in insp.tokens
+    page = write_report(insp, tok, tmp_path, model_name="<b>tiny</b> & co").read_text(encoding="utf-8")
+    assert "<script" not in page and "</script>" not in page and "a&b<c" not in page and "<b>tiny" not in page
+    script = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    # heat map, its hover boxes (token that came, prediction after it), the logit lens header, the attribution
+    assert page.count(script) >= 5 and page.count("a&amp;b&lt;c") >= 5
+    assert page.count("&lt;b&gt;tiny&lt;/b&gt; &amp; co") == 2  # title and header
+    assert page.count("class='tip'") == len(ids)  # the page's own markup is intact
+    assert {p.name for p in tmp_path.iterdir()} == {"report.html", "inspection.json", "surprisal.png",
+                                                    "logit_lens.png", "attention.png", "attribution.png"}
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     shot = tmp_path / "shot.png"
