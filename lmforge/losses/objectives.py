@@ -61,23 +61,22 @@ def make_reference(model, peft: bool) -> Callable[[dict], torch.Tensor]:
     return reference
 
 
-def _need_reference(reference, name: str):
-    if reference is None:
-        raise LmforgeError(f"train.objective={name} needs a reference model (the loop passes none)")
-
-
 # ---------------------------------------------------------------------------------------------
 # Registered objectives: thin wrappers, ``(model, batch, reference, **objective_args)``
 # ---------------------------------------------------------------------------------------------
 
 
-def _allowed(well_formed: bool, tokenizer, vocab_size: int) -> Optional[torch.Tensor]:
-    """The well-formed token mask (BoolTensor[V]) when objective_args asks for it, else None."""
+def _against_reference(model, batch, reference, name: str, well_formed: bool, tokenizer):
+    """The model's logits, the reference's, and the well-formed mask (BoolTensor[V]) if objective_args asks."""
+    if reference is None:
+        raise LmforgeError(f"train.objective={name} needs a reference model (the loop passes none)")
+    ref = reference(batch)
+    logits = forward_logits(model, batch)
     if not well_formed:
-        return None
+        return logits, ref, None
     if tokenizer is None:
         raise LmforgeError("train.objective_args.well_formed=true needs the tokenizer (the loop passes none)")
-    return well_formed_mask(tokenizer, vocab_size)
+    return logits, ref, well_formed_mask(tokenizer, logits.size(-1))
 
 
 @objective("least_likely", needs_reference=True, needs_tokenizer=True)
@@ -86,10 +85,7 @@ def least_likely(model, batch, reference=None, beta: float = 1.0, well_formed: b
 
     With well_formed the target has no mass on special/byte/whitespace tokens (the loop passes
     ``tokenizer`` to objectives declaring ``needs_tokenizer``)."""
-    _need_reference(reference, "least_likely")
-    ref = reference(batch)
-    logits = forward_logits(model, batch)
-    allowed = _allowed(well_formed, tokenizer, logits.size(-1))
+    logits, ref, allowed = _against_reference(model, batch, reference, "least_likely", well_formed, tokenizer)
     kl = inverse_kl_sum(logits, ref, batch["labels"], beta, allowed)
     return kl / batch["num_tokens"], {"inverse_kl_sum": kl.detach()}
 
@@ -100,10 +96,7 @@ def least_likely_hard(model, batch, reference=None, well_formed: bool = False, b
     """Cross-entropy toward the reference's argmin; objective_args: {well_formed: false, bottom: null}.
 
     ``bottom`` (e.g. 0.02) targets the contextual argmin instead (see ``contextual_argmin_targets``)."""
-    _need_reference(reference, "least_likely_hard")
-    ref = reference(batch)
-    logits = forward_logits(model, batch)
-    allowed = _allowed(well_formed, tokenizer, logits.size(-1))
+    logits, ref, allowed = _against_reference(model, batch, reference, "least_likely_hard", well_formed, tokenizer)
     ce = hard_inverse_ce_sum(logits, ref, batch["labels"], allowed, bottom)
     return ce / batch["num_tokens"], {"argmin_ce_sum": ce.detach()}
 
