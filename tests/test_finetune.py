@@ -176,6 +176,9 @@ def test_best_checkpoint_is_the_best_step_ties_to_the_earlier(tmp_path, tiny_tok
     assert any(not torch.equal(best[k], step(4)[k]) for k in best)
     state = json.loads((cfg.run_dir / "checkpoints" / "step-000005" / "state.json").read_text())
     assert state["best_step"] == 3
+    # best/ is a link to one complete folder, swapped in one rename; earlier bests are gone
+    assert (cfg.run_dir / "best").is_symlink() and (cfg.run_dir / "best").resolve().name == ".best-step-000003"
+    assert sorted(p.name for p in cfg.run_dir.glob(".best*")) == [".best-step-000003"]
 
 
 def test_best_by_val_loss_with_a_known_minimum(tmp_path, tiny_model_dir):

@@ -98,10 +98,11 @@ def _load_adapter(folder: str, base: Optional[str], trust_remote_code: bool, dty
 
 
 def load_model_and_tokenizer(name: str | Path, *, trust_remote_code: bool = False, device: Optional[str] = None,
-                             dtype=None, base: Optional[str] = None, tokenizer_only_ok: bool = False):
+                             dtype=None, base: Optional[str] = None, quantization_config=None,
+                             tokenizer_only_ok: bool = False):
     """``(model, tokenizer)`` from a hub id, a model folder, an lmforge run (``best/``, else ``model/``) or a
     LoRA adapter (its tokenizer, or its base's when saved without one). ``device``: move the model there
-    (``auto``: CUDA where present). ``tokenizer_only_ok``: a folder with a tokenizer and no model gives
+    (``auto``: CUDA where present). ``quantization_config``: e.g. QLoRA's 4-bit. ``tokenizer_only_ok``: a folder with a tokenizer and no model gives
     ``(None, tokenizer)`` instead of an error."""
     path = resolve_model_path(name)
     p = Path(path)
@@ -116,7 +117,7 @@ def load_model_and_tokenizer(name: str | Path, *, trust_remote_code: bool = Fals
         if tokenizer_only_ok:
             return None, tokenizer
         raise LmforgeError(f"{name}: no model there (no config.json or adapter_config.json)")
-    model = load_pretrained(path, trust_remote_code, dtype=dtype, base=base)
+    model = load_pretrained(path, trust_remote_code, dtype=dtype, base=base, quantization_config=quantization_config)
     if device is not None:
         model = model.to(resolve_device(device))
     return model.eval(), tokenizer

@@ -16,7 +16,7 @@ from lmforge.data.examples import load_examples
 from lmforge.data.text import load_text_splits
 from lmforge.doctor import check, raise_on_errors
 from lmforge.losses.objectives import make_reference as reference_model
-from lmforge.model import (apply_lora, load_pretrained, load_tokenizer, pick_attention, qlora_quantization_config,
+from lmforge.model import (apply_lora, load_model_and_tokenizer, pick_attention, qlora_quantization_config,
                            set_attention)
 from lmforge.model.tokenizer import ensure_pad
 from lmforge.model.vocab import well_formed_mask
@@ -31,11 +31,11 @@ def load_base(cfg: RunConfig):
     """Tokenizer and model from ``model.base``, with the PAD rule applied and adapters attached."""
     if not cfg.model.base:
         raise LmforgeError("model.base: set the model to fine-tune (hub id, folder or lmforge run)")
-    tokenizer = load_tokenizer(cfg.model.base, cfg.model.trust_remote_code)
-    grew = ensure_pad(tokenizer)
     quant = qlora_quantization_config() if cfg.lora.method == "qlora" else None
-    model = load_pretrained(cfg.model.base, cfg.model.trust_remote_code, quantization_config=quant,
-                            dtype=torch.bfloat16 if quant is not None else None)
+    model, tokenizer = load_model_and_tokenizer(cfg.model.base, trust_remote_code=cfg.model.trust_remote_code,
+                                                quantization_config=quant,
+                                                dtype=torch.bfloat16 if quant is not None else None)
+    grew = ensure_pad(tokenizer)
     if hasattr(model, "peft_config"):
         raise LmforgeError(f"model.base={cfg.model.base} is a LoRA adapter; merge it first (lmforge export merge)")
     if grew or model.get_input_embeddings().weight.shape[0] < len(tokenizer):
