@@ -9,14 +9,14 @@ from typing import Optional, Sequence
 
 from lmforge.doctor.checks import GENERATION_KEYS, Finding, check
 from lmforge.core.errors import LmforgeError
+from lmforge.data.readers import read_records
+from lmforge.core.config import load_config
 from lmforge.model import load_model_and_tokenizer
 
 # ---- inputs: data files and configs --------------------------------------------------------------------
 
 def load_rows(path: str | Path) -> tuple[list[dict], list[str]]:
     """Rows of a data file or folder (any format the data readers take), with the ``file:line`` of each."""
-    from lmforge.data.readers import read_records
-
     records = read_records(path)
     return [r.row for r in records], [r.where for r in records]
 
@@ -34,8 +34,6 @@ def settings_from_config(path: str | Path) -> dict:
         if not isinstance(gen, dict):
             raise LmforgeError(f"{p}: a generation config is a JSON object of GenerationConfig keys")
         return {"generation": gen}
-    from lmforge.core.config import load_config
-
     cfg = load_config(p)
     t = cfg.sample.temperature  # lmforge samples when temperature > 0, greedy at 0
     gen = {"max_new_tokens": cfg.sample.max_new_tokens, "temperature": t, "do_sample": t > 0,

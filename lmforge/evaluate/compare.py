@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Optional
 
 from lmforge.core.errors import LmforgeError
+from lmforge.scoring import answer_budget, generate_completions
+from lmforge.evaluate.unlikeliness import COLUMNS, baselines, model_argmax, unlikeliness_table
+from lmforge.evaluate.lm import score_file
+from lmforge.evaluate.report import write_report
+from lmforge.scoring.tasks import load_task
 from lmforge.model import load_model_and_tokenizer, resolve_device
 
 
@@ -49,8 +54,6 @@ def _modes(args, task) -> list[bool]:
 
 
 def _eval_task(model, tokenizer, task, args, label, table, samples) -> None:
-    from lmforge.scoring import answer_budget, generate_completions
-
     budget = args.max_new_tokens or answer_budget(tokenizer, task, task.rows)
     prompts = [task.prompt(r) for r in task.rows]
     for constrained in _modes(args, task):
@@ -66,8 +69,6 @@ def _eval_task(model, tokenizer, task, args, label, table, samples) -> None:
 
 def _eval_unlikeliness(args, device, table) -> None:
     """One row per predictor: the baselines, then each model's own argmax (a least-likely model's pick)."""
-    from lmforge.evaluate.unlikeliness import COLUMNS, baselines, model_argmax, unlikeliness_table
-
     reference, tokenizer = _load(args.unlikeliness, device)
     V = reference.get_output_embeddings().weight.size(0)
     texts = []
@@ -83,10 +84,6 @@ def _eval_unlikeliness(args, device, table) -> None:
 
 def compare(args: EvalRequest) -> tuple[dict, dict]:
     """Evaluates every model; writes eval.md/json/csv (and completions.jsonl); returns (table, paths)."""
-    from lmforge.evaluate.lm import score_file
-    from lmforge.evaluate.report import write_report
-    from lmforge.scoring.tasks import load_task
-
     if not args.text and not args.task:
         raise LmforgeError("nothing to evaluate: give --text FILE and/or --task NAME")
     if args.unlikeliness and not args.text:

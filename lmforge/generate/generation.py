@@ -15,6 +15,8 @@ from typing import Optional
 import torch
 
 from lmforge.core.errors import LmforgeError
+from lmforge.generate.least_likely import least_likely_processors
+from lmforge.generate.constrained import json_logits_processor
 
 
 @dataclass
@@ -48,14 +50,10 @@ def _hf_kwargs(s: GenerationSettings, tokenizer) -> dict:
 def _processors(s: GenerationSettings, tokenizer, budget: int, vocab_size: int) -> list:
     procs = []
     if s.strategy == "least_likely":
-        from lmforge.generate.least_likely import least_likely_processors
-
         procs += least_likely_processors(tokenizer, well_formed=s.well_formed)
     elif s.strategy not in ("sample", "greedy"):
         raise LmforgeError(f"unknown strategy {s.strategy!r}; use sample, greedy or least_likely")
     if s.json_schema is not None:
-        from lmforge.generate.constrained import json_logits_processor
-
         procs.append(json_logits_processor(tokenizer, None if s.json_schema == "any" else s.json_schema, budget,
                                            vocab_size=vocab_size, greedy=s.strategy == "greedy" or s.temperature == 0))
     return procs
