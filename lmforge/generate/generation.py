@@ -66,7 +66,12 @@ def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings = GenerationSettings()) -> list[str]:
-    """Completions (the new text only) for each prompt, in order."""
+    """Completions (the new text only) for each prompt, in order.
+
+    Each prompt gets its own budget: ``max_new_tokens``, or less where the prompt is so long that the model's
+    positions run out (``_room``). Prompts batch with others of the same budget, so a long prompt in the
+    batch never cuts a short one's answer; when no prompt is that long, batches keep the given order.
+    """
     from transformers import LogitsProcessorList
 
     if settings.seed is not None:
@@ -74,23 +79,24 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
     device = next(model.parameters()).device
     model.eval()
     kw = _hf_kwargs(settings, tokenizer)
-    out: list[str] = []
-    for i in range(0, len(prompts), settings.batch_size):
-        chunk = prompts[i:i + settings.batch_size]
-        enc = _encode(tokenizer, chunk, device)
-        kw["max_new_tokens"] = _room(model, enc["input_ids"].shape[1], settings.max_new_tokens)
-        procs = _processors(settings, tokenizer, kw["max_new_tokens"], model.config.vocab_size)  # fresh state per batch (grammar matchers)
-        gen = model.generate(**enc, **kw, logits_processor=LogitsProcessorList(procs))
-        new = gen[:, enc["input_ids"].shape[1]:]
-        for row in new:
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            out.append(_cut_at_stop(text, settings.stop))
+    ids = _prompt_ids(tokenizer, prompts)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    budgets = [_room(limit, len(x), settings.max_new_tokens) for x in ids]
+    out: list[str] = [""] * len(prompts)
+    for budget in dict.fromkeys(budgets):  # in order of first appearance
+        rows = [i for i, b in enumerate(budgets) if b == budget]
+        for start in range(0, len(rows), settings.batch_size):
+            chunk = rows[start:start + settings.batch_size]
+            enc = _pad(tokenizer, [ids[i] for i in chunk], device)
+            procs = _processors(settings, tokenizer, budget, model.config.vocab_size)  # fresh state per batch
+            gen = model.generate(**enc, **{**kw, "max_new_tokens": budget}, logits_processor=LogitsProcessorList(procs))
+            for i, row in zip(chunk, gen[:, enc["input_ids"].shape[1]:]):
+                out[i] = _cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), settings.stop)
     return out
 
 
-def _room(model, prompt_len: int, wanted: int) -> int:
-    """Caps new tokens at the model's maximum positions: past them a RoPE model produces noise."""
-    limit = getattr(model.config, "max_position_embeddings", None)
+def _room(limit: Optional[int], prompt_len: int, wanted: int) -> int:
+    """Caps one prompt's new tokens at the model's maximum positions: past them a RoPE model produces noise."""
     if limit is None or prompt_len + wanted <= limit:
         return wanted
     if prompt_len >= limit:
@@ -98,15 +104,17 @@ def _room(model, prompt_len: int, wanted: int) -> int:
     return limit - prompt_len
 
 
-def _encode(tokenizer, prompts: list[str], device) -> dict:
-    """Prompts as a batch the tokenizer left-pads (generation continues from the right edge), each starting
-    with BOS (or EOS for an empty prompt without BOS)."""
+def _prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Each prompt's ids, starting with BOS (or EOS for an empty prompt without BOS), as training saw them."""
     enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     if bos is not None:  # training saw BOS before every document and example
-        ids = [x if x[:1] == [bos] else [bos] + x for x in enc]
-    else:
-        ids = [x or [tokenizer.eos_token_id] for x in enc]
+        return [x if x[:1] == [bos] else [bos] + x for x in enc]
+    return [x or [tokenizer.eos_token_id] for x in enc]
+
+
+def _pad(tokenizer, ids: list[list[int]], device) -> dict:
+    """A batch the tokenizer left-pads (generation continues from the right edge)."""
     no_pad = tokenizer.pad_token_id is None  # then pad with EOS (masked out either way), and leave no trace
     if no_pad:
         tokenizer.pad_token = tokenizer.eos_token
