@@ -3,7 +3,8 @@
     python benchmarks/constrained_speed.py                       # 3m preset, random weights, CPU
     python benchmarks/constrained_speed.py --model runs/cantos --batch-sizes 1 8
 
-Greedy decoding (as ``lmforge eval`` does). Two comparisons per batch size:
+Greedy decoding (as ``lmforge eval`` does), with the prompt and JSON schema of examples/cantos/task.yaml.
+Two comparisons per batch size:
 
 - at equal length (the overhead of the constraint itself): the number of steps a constrained generation
   takes to close its JSON, then both modes timed over exactly that many steps with EOS stopping off
@@ -28,12 +29,17 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, machine  # noqa: E402
 
-from lmforge.generate.constrained import json_logits_processor  # noqa: E402
-from lmforge.scoring.tasks import CANTOS_SCHEMA, CANTOS_TEMPLATE  # noqa: E402
+from lmforge.generate.constrained import check_schema, json_logits_processor  # noqa: E402
+
+# the Cantos task's prompt and schema, from its file (the task's data is not needed to time decoding)
+TASK = Path(__file__).resolve().parents[1] / "examples" / "cantos" / "task.yaml"
+_task = yaml.safe_load(TASK.read_text(encoding="utf-8"))
+CANTOS_TEMPLATE, CANTOS_SCHEMA = _task["template"], check_schema(_task["schema"], f"{TASK}: key 'schema'")
 
 TEXT = ('### Question: "What is the first line of Canto I?"\n ### Answer: {"references": [{"canto": 1, "lines": [1]}]}\n'
         '### Question: "the last five lines of canto 4"\n ### Answer: {"references": [{"canto": 4, "lines": '
@@ -45,7 +51,7 @@ QUESTIONS = ["What is the first line of Canto I?", "the last lines of canto 81",
 
 def build(args):
     from lmforge.core.config import ModelConfig
-    from lmforge.model import build_model, load_pretrained
+    from lmforge.model import build_model, load_pretrained, load_tokenizer
     from lmforge.model.tokenizer import train_tokenizer
 
     if args.model:

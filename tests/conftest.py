@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"
+"""Small files written for the tests (tests/data): the tests never need ../shared/data."""
 
 VERSE = (
     "Le vent se lève, il faut tenter de vivre.\n"
@@ -27,6 +32,30 @@ def shared_file(name: str) -> Path:
     if not p.is_file():
         pytest.skip(f"reference data {p} is absent (it lives in ../shared/data beside the checkout)")
     return p
+
+
+def example_module(path: str):
+    """The script ``examples/<path>`` as a module, loaded from that file (examples/ is no package).
+
+    Its folder is first on ``sys.path`` while it loads, as when ``python examples/<path>`` runs it, so it
+    finds its sibling modules by name; a second call returns the same module.
+    """
+    file = (ROOT / "examples" / path).resolve()
+    loaded = sys.modules.get(file.stem)
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == file:
+        return loaded
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[file.stem] = module
+    sys.path.insert(0, str(file.parent))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[file.stem]
+        raise
+    finally:
+        sys.path.remove(str(file.parent))
+    return module
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,15 @@
-"""scripts/augment_cantos.py: variants keep question and answer in step, and never read the test rows."""
+"""examples/cantos/augment_cantos.py: variants keep question and answer in step, and never read the test rows."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+import yaml
+from conftest import example_module
 
 from lmforge.data.split import split_rows
 
-_spec = importlib.util.spec_from_file_location(
-    "augment_cantos", Path(__file__).resolve().parents[1] / "scripts" / "augment_cantos.py")
-aug = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(aug)
+aug = example_module("cantos/augment_cantos.py")
+common = example_module("cantos/cantos_common.py")  # the one its import found
 
 
 def _row(text, refs):
@@ -19,9 +17,17 @@ def _row(text, refs):
 
 
 def test_roman_numerals_round_trip_and_reject_non_canonical_forms():
-    assert [aug.to_roman(n) for n in (4, 9, 14, 40, 83, 94, 117)] == ["IV", "IX", "XIV", "XL", "LXXXIII", "XCIV", "CXVII"]
-    assert all(aug.from_roman(aug.to_roman(n)) == n for n in range(1, 400))
-    assert aug.from_roman("IIII") is None and aug.from_roman("IC") is None
+    to_roman, from_roman = common.to_roman, common.from_roman
+    assert [to_roman(n) for n in (4, 9, 14, 40, 83, 94, 117)] == ["IV", "IX", "XIV", "XL", "LXXXIII", "XCIV", "CXVII"]
+    assert all(from_roman(to_roman(n)) == n for n in range(1, 400))
+    assert from_roman("IIII") is None and from_roman("IC") is None
+
+
+def test_the_scripts_share_one_helper_module_and_write_the_tasks_prompt():
+    assert aug.to_roman is common.to_roman and aug.train_val is common.train_val
+    task = yaml.safe_load(common.TASK.read_text(encoding="utf-8"))
+    assert common.TASK.name == "task.yaml" and common.TEMPLATE == task["template"]
+    assert common.TEMPLATE == '### Question: "{input}"\n ### Answer: {output}'
 
 
 def test_a_shifted_range_matches_its_question(monkeypatch):
@@ -31,15 +37,15 @@ def test_a_shifted_range_matches_its_question(monkeypatch):
         refs = json.loads(v["output"])["references"]
         (c, rest) = v["input"].split(", ll.")
         a, b = map(int, rest.split("-"))
-        assert refs == [{"canto": aug.from_roman(c), "lines": list(range(a, b + 1))}]
-        assert 1 <= refs[0]["canto"] <= aug.MAX_CANTO
+        assert refs == [{"canto": common.from_roman(c), "lines": list(range(a, b + 1))}]
+        assert 1 <= refs[0]["canto"] <= common.MAX_CANTO
 
 
 def test_runs_of_whole_cantos_shift_by_their_ends():
     row = _row("the Jefferson Cantos (cantos 31–34, 62–71)",
                [{"canto": c, "lines": []} for c in [31, 32, 33, 34] + list(range(62, 72))])
     v = aug.shift_row(row, aug.random.Random(0), swap=0.0)
-    nums = [int(x) for x in aug._NUMBER.findall(v["input"])]
+    nums = [int(x) for x in common.NUMBER.findall(v["input"])]
     cantos = [r["canto"] for r in json.loads(v["output"])["references"]]
     assert cantos == list(range(nums[0], nums[1] + 1)) + list(range(nums[2], nums[3] + 1))
 
@@ -55,7 +61,7 @@ def test_rows_whose_answer_is_not_spelled_in_numerals_are_not_varied(row):
 
 
 def test_files_hold_only_training_rows(tmp_path):
-    rows = [_row(f"Canto {aug.to_roman(n)} and more", [{"canto": n, "lines": []}]) for n in range(1, 41)]
+    rows = [_row(f"Canto {common.to_roman(n)} and more", [{"canto": n, "lines": []}]) for n in range(1, 41)]
     src = tmp_path / "rows.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert aug.main([str(src), "--out", str(tmp_path / "out"), "--copies", "3"]) == 0

@@ -9,12 +9,18 @@ from collections import Counter
 import pytest
 
 from lmforge.core.config import DataConfig
-from lmforge.data.examples import (
-    IGNORE, assemble, encode_prompt, load_examples, split_indices, tokenize_example, weighted,
-)
-from lmforge.data.formats import ALPACA_NO_INPUT, ALPACA_WITH_INPUT, render
 from lmforge.core.errors import LmforgeError
 from lmforge.core.registry import FORMATS
+from lmforge.data.examples import (
+    IGNORE,
+    assemble,
+    encode_prompt,
+    load_examples,
+    split_indices,
+    tokenize_example,
+    weighted,
+)
+from lmforge.data.formats import ALPACA_NO_INPUT, ALPACA_WITH_INPUT, render
 
 SEED_TEMPLATE = '### Question: "{input}"\n ### Answer: {output}'
 CHAT_TEMPLATE = (
@@ -272,12 +278,12 @@ def test_pad_is_left_alone(tmp_path, tiny_tokenizer):
 
 
 def test_seed_cantos_data_through_the_seed_template(tiny_tokenizer):
-    from conftest import shared_file
+    from conftest import DATA
 
-    cfg = DataConfig(train=[str(shared_file("cantos_references.jsonl"))], format="template",
+    cfg = DataConfig(train=[str(DATA / "cantos_rows.jsonl")], format="template",
                      template=SEED_TEMPLATE.replace("\n", "\\n"), val_fraction=0.1)
     train, val = load_examples(cfg, tiny_tokenizer, 1024, seed=1337)  # room for the longest answer
-    assert len(train) + len(val) == 81 and len(val) == 8
+    assert len(train) + len(val) == 12 and len(val) == 1  # round(12 * 0.1)
     for ex in train + val:
         assert ex["prompt"] == f'### Question: "{ex["row"]["input"]}"\n ### Answer: '
         assert ex["completion"] == ex["row"]["output"] and json.loads(ex["completion"])

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from lmforge.data.readers import read_records, read_rows
 from lmforge.core.errors import LmforgeError
+from lmforge.data.readers import read_records, read_rows
 
 ROWS = [
     {"instruction": "Say hi", "input": "", "output": "hi"},
@@ -147,10 +147,13 @@ def test_hub_dataset_offline_is_one_line(monkeypatch):
     assert msg.startswith("cannot load dataset 'lmforge-test/no-such-dataset' split 'train'"), msg
 
 
-def test_shared_reference_files_read(tmp_path):
-    from conftest import shared_file
+def test_reference_formats_read():
+    """Rows shaped like ../shared/data's: Cantos JSONL and an Alpaca JSON array (small copies in tests/data)."""
+    from conftest import DATA
 
-    cantos = read_rows(shared_file("cantos_references.jsonl"))
-    assert len(cantos) == 81 and set(cantos[0]) == {"input", "output"}
-    alpaca = read_rows(shared_file("alpaca_100.json"))
-    assert len(alpaca) == 100 and {"instruction", "input", "output"} <= set(alpaca[0])
+    cantos = read_rows(DATA / "cantos_rows.jsonl")
+    assert len(cantos) == 12 and all(set(r) == {"input", "output"} for r in cantos)
+    assert cantos[5]["input"] == "Pound describes these talks in \u201cThe Cantos\u201d,"  # UTF-8 quotes kept
+    alpaca = read_rows(DATA / "alpaca_rows.json")
+    assert len(alpaca) == 3 and all({"instruction", "input", "output", "text"} == set(r) for r in alpaca)
+    assert alpaca[1]["input"] == "The sea is calm tonight." and alpaca[0]["input"] == ""

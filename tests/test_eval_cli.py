@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import json
 
+from conftest import DATA
+
 from lmforge.cli import main
 
+CANTOS_TASK = str(DATA / "cantos_task.yaml")  # its prompt, schema and metrics; --data gives the rows
 CANTOS = '{"input": "%s", "output": "{\\"references\\": [{\\"canto\\": %d, \\"lines\\": [-1]}]}"}\n'
 
 
@@ -16,7 +19,7 @@ def test_eval_writes_one_table(tiny_model_dir, tmp_path, capsys):
     data = tmp_path / "cantos.jsonl"
     data.write_text("".join(CANTOS % (f"line of canto {i}", i) for i in range(1, 11)))
     out = tmp_path / "report"
-    rc = main(["eval", str(tiny_model_dir), str(tiny_model_dir), "--text", str(text), "--task", "cantos",
+    rc = main(["eval", str(tiny_model_dir), str(tiny_model_dir), "--text", str(text), "--task", CANTOS_TASK,
                "--data", str(data), "--split", "test", "--max-new-tokens", "24", "--out", str(out)])
     assert rc == 0
     doc = json.loads((out / "eval.json").read_text())

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import DATA
 
-from lmforge.scoring import metrics as M
-from lmforge.evaluate.report import best_rows, to_csv, to_json, to_markdown
-from lmforge.scoring.tasks import CANTOS_SCHEMA
 from lmforge.core.registry import METRICS
+from lmforge.evaluate.report import best_rows, to_csv, to_json, to_markdown
+from lmforge.scoring import metrics as M
+from lmforge.scoring.tasks import load_task
+
+# the Cantos schema as a task YAML gives it (through check_schema), from tests/data
+CANTOS_SCHEMA = load_task(str(DATA / "cantos_task.yaml")).schema
 
 ENGLISH = [
     ("the cat sat on the mat", "the cat is on the mat"),
@@ -63,6 +67,7 @@ def test_json_valid_and_schema_valid():
     assert M.schema_valid(good, schema=CANTOS_SCHEMA) == 1.0
     assert M.schema_valid('{"references": [{"canto": 2}]}', schema=CANTOS_SCHEMA) == 0.0  # lines missing
     assert M.schema_valid('{"references": [{"canto": true, "lines": []}]}', schema=CANTOS_SCHEMA) == 0.0
+    assert M.schema_valid('{"references": [{"canto": 121, "lines": []}]}', schema=CANTOS_SCHEMA) == 0.0  # > 120
     assert M.schema_valid('[1, 2]', schema=None) == 1.0
 
 

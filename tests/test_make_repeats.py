@@ -1,12 +1,8 @@
-"""scripts/make_repeats.py: every line is written twice, numerals are right, the corpus is reproducible."""
+"""examples/cantos/make_repeats.py: every line is written twice, numerals are right, the corpus is reproducible."""
 
-import importlib.util
-from pathlib import Path
+from conftest import example_module
 
-_spec = importlib.util.spec_from_file_location(
-    "make_repeats", Path(__file__).resolve().parents[1] / "scripts" / "make_repeats.py")
-rep = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rep)
+rep = example_module("cantos/make_repeats.py")
 
 
 def test_every_line_is_followed_by_itself_and_holds_numerals():

@@ -1,19 +1,15 @@
-"""scripts/synth_cantos.py: every synthetic answer is the one its question spells; rows are new and reproducible."""
+"""examples/cantos/synth_cantos.py: every synthetic answer is the one its question spells; rows are new and
+reproducible."""
 
-import importlib.util
 import json
 import random
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import example_module
 
-_scripts = Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(_scripts))
-_spec = importlib.util.spec_from_file_location("synth_cantos", _scripts / "synth_cantos.py")
-syn = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(syn)
-aug = sys.modules["augment_cantos"]
+syn = example_module("cantos/synth_cantos.py")
+aug = example_module("cantos/augment_cantos.py")
+common = example_module("cantos/cantos_common.py")
 
 PROSE = ["The river floods every spring and the town moved uphill in 1819.",
          "Henry VIII founded the navy yard, and its records run to 577 pages.",
@@ -23,9 +19,9 @@ PROSE = ["The river floods every spring and the town moved uphill in 1819.",
 def _numbers(text):
     """Every numeral of ``text`` as a value (Roman or Arabic)."""
     out = []
-    for m in aug._NUMBER.finditer(text):
+    for m in common.NUMBER.finditer(text):
         s = m.group(1)
-        v = int(s) if s.isdigit() else aug.from_roman(s)
+        v = int(s) if s.isdigit() else common.from_roman(s)
         if v is not None:
             out.append(v)
     return out
@@ -36,7 +32,7 @@ def test_a_line_range_spells_its_canto_and_both_ends(seed):
     text, refs = syn.Citations(random.Random(seed)).line_range()
     (ref,) = refs
     lines = ref["lines"]
-    assert lines == list(range(lines[0], lines[-1] + 1)) and 1 <= ref["canto"] <= aug.MAX_CANTO
+    assert lines == list(range(lines[0], lines[-1] + 1)) and 1 <= ref["canto"] <= common.MAX_CANTO
     nums = _numbers(text)
     assert ref["canto"] in nums and lines[0] in nums and lines[-1] in nums
 
@@ -78,7 +74,7 @@ def test_rows_are_distinct_new_bounded_and_reproducible():
         empty += refs == []
         lines, wholes = syn.size(refs)
         assert lines <= syn.MAX_LINES_PER_ROW and wholes <= syn.MAX_WHOLE_PER_ROW
-        assert all(1 <= x["canto"] <= aug.MAX_CANTO for x in refs)
+        assert all(1 <= x["canto"] <= common.MAX_CANTO for x in refs)
     assert 0.05 < empty / 600 < 0.3  # up to one row in five cites nothing (fewer when prose is scarce)
 
 
@@ -94,7 +90,7 @@ def test_files_are_written_from_training_rows_only(tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert syn.main([str(data), "--rows", "50", "--out", str(tmp_path / "out")]) == 0
     synth = [json.loads(line) for line in (tmp_path / "out" / "synth.jsonl").read_text().splitlines()]
-    train, val = aug.train_val(rows)
+    train, val = common.train_val(rows)
     test = [r for r in rows if r not in train and r not in val]
     assert len(synth) == 50 and test
     words = {r["input"] for r in test + val}
@@ -118,3 +114,16 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path):
     with pytest.raises(SystemExit, match="^error: file not found: .*nope.txt$"):
         syn.main([str(good), "--prose", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_the_scripts_run_as_files_from_any_folder(tmp_path):
+    """`python examples/cantos/X.py` finds cantos_common beside it: no sys.path edits, no package."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    for script in ("synth_cantos.py", "augment_cantos.py", "make_repeats.py"):
+        done = subprocess.run([sys.executable, str(ROOT / "examples" / "cantos" / script), "--help"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "usage:" in done.stdout, done.stderr

@@ -6,7 +6,7 @@ lines [19..23]), and each numeral may change form (Roman <-> Arabic). Rows whose
 ("first canto", "Pisan", "the last 5") are copied unchanged. The test rows (``holdout: test``) are never
 read; a validation part of the training rows is written apart, unaugmented, for model selection.
 
-    python scripts/augment_cantos.py ../shared/data/cantos_references.jsonl --out runs/cantos-aug
+    python examples/cantos/augment_cantos.py ../shared/data/cantos_references.jsonl --out runs/cantos-aug
     # writes runs/cantos-aug/{train,variants,val}.jsonl: the training rows, their variants, validation rows
 """
 
@@ -15,35 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 from pathlib import Path
 
-from lmforge.data.readers import read_rows
-from lmforge.data.split import split_rows
+from cantos_common import MAX_CANTO, NUMBER, fitting, from_roman, to_roman, train_val
+
 from lmforge.core.errors import LmforgeError
-
-_ROMAN = [(100, "C"), (90, "XC"), (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")]
-# a number as a word of its own: Roman numerals (upper case) or Arabic digits
-_NUMBER = re.compile(r"(?<![A-Za-z0-9])([IVXLC]+|\d+)(?![A-Za-z0-9])")
-MAX_CANTO = 120
-TEMPLATE = '### Question: "{input}"\n ### Answer: {output}'
-
-
-def to_roman(n: int) -> str:
-    """1..399 as a Roman numeral (4 -> IV, 83 -> LXXXIII)."""
-    out = []
-    for value, sym in _ROMAN:
-        while n >= value:
-            out.append(sym)
-            n -= value
-    return "".join(out)
-
-
-def from_roman(s: str) -> int | None:
-    """The value of a canonical Roman numeral, None for anything else ("IIII", "IC")."""
-    vals = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100}
-    total = sum(-vals[a] if vals[a] < vals[b] else vals[a] for a, b in zip(s, s[1:])) + vals[s[-1]]
-    return total if to_roman(total) == s else None
+from lmforge.data.readers import read_rows
 
 
 def needed_numbers(refs: list[dict]) -> set[int] | None:
@@ -72,7 +49,7 @@ def needed_numbers(refs: list[dict]) -> set[int] | None:
 def mentions(text: str, values: set[int]) -> list[tuple[int, int, int, bool]]:
     """``(start, end, value, is_roman)`` of every numeral in ``text`` whose value is in ``values``."""
     out = []
-    for m in _NUMBER.finditer(text):
+    for m in NUMBER.finditer(text):
         s = m.group(1)
         roman = not s.isdigit()
         v = from_roman(s) if roman else int(s)
@@ -128,25 +105,6 @@ def augment(rows: list[dict], copies: int, seed: int, avoid: frozenset[str] = fr
     return out
 
 
-def fitting(rows: list[dict], tokenizer: str, max_len: int, template: str = TEMPLATE) -> list[dict]:
-    """The rows whose BOS + prompt + answer + EOS fit in ``max_len`` tokens of ``tokenizer``."""
-    from lmforge.model import load_tokenizer
-
-    tok = load_tokenizer(tokenizer)
-    texts = [template.format(**r) for r in rows]
-    lengths = [len(ids) + 2 for ids in tok(texts, add_special_tokens=False)["input_ids"]]
-    return [r for r, n in zip(rows, lengths) if n <= max_len]
-
-
-def train_val(rows: list[dict], val_fraction: float = 0.15, seed: int = 1337) -> tuple[list[dict], list[dict]]:
-    """The held-out split's training rows (never the test rows), parted into training and validation rows."""
-    rows = split_rows(rows, "train")
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_val = round(len(rows) * val_fraction)
-    return [rows[i] for i in sorted(order[n_val:])], [rows[i] for i in sorted(order[:n_val])]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", help="the Cantos JSONL (its fixed test split is left out)")
@@ -170,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, part in (("train", train), ("variants", variants), ("val", val)):
         with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
-    print(f"{len(train) + len(val)} training rows: {len(val)} validation, {len(train)} training, {len(variants)} variants "
-          f"of them -> {out}/{{train,variants,val}}.jsonl")
+    print(f"{len(train) + len(val)} training rows: {len(val)} validation, {len(train)} training, "
+          f"{len(variants)} variants of them -> {out}/{{train,variants,val}}.jsonl")
     return 0
 
 

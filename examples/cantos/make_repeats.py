@@ -3,7 +3,7 @@
 Mixed into a small base's pretraining, it makes copying from the context (induction heads) form sooner; the
 Cantos fine-tunes need that to carry a question's numbers into the answer (docs/results.md, "Cantos").
 
-    python scripts/make_repeats.py ../shared/data/wikipedia_30_articles.txt --out repeats.txt --chars 1500000
+    python examples/cantos/make_repeats.py ../shared/data/wikipedia_30_articles.txt --out repeats.txt --chars 1500000
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import random
 import re
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from augment_cantos import to_roman  # noqa: E402  (the Cantos variants spell numerals the same way)
+from cantos_common import to_roman  # the Cantos variants spell numerals the same way
 
 PUNCTUATION = [",", ".", "-", ":", "(", ")"]
 

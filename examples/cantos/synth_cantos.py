@@ -3,7 +3,7 @@
 The training rows show how scholars cite the Cantos: "II, ll.4-8", "XX:1-20", "IX, lines 1 to 15",
 "Canto LXXXIII", "(CXVI/816)", "Cantos LXXII and LXXIII", "cantos 31–34, 62–71", "Canto XVIII (δ = 72..87,
 ε = 88..102)", "the penultimate line of XI", "the last 5 of Pound's first canto", "Every Pisan Canto",
-"the first Canto of Thrones". Shifting a row's numbers (scripts/augment_cantos.py) keeps each row's
+"the first Canto of Thrones". Shifting a row's numbers (augment_cantos.py) keeps each row's
 prose, so a small model learns the rows' surroundings instead of reading numerals. Here every form is a
 generator: canto numbers drawn anew (Roman or Arabic), line ranges of any length, the range separators
 the rows use (-, –, .., "to"), one to three citations per row, set inside sentences of other prose (the
@@ -11,7 +11,7 @@ training rows without a reference and Wikipedia sentences, which bring their own
 page numbers, Roman numerals of kings and wars). Rows with no citation answer ``{"references": []}``.
 The test rows are never read; the named sections are the ones the training rows define.
 
-    python scripts/synth_cantos.py ../shared/data/cantos_references.jsonl \
+    python examples/cantos/synth_cantos.py ../shared/data/cantos_references.jsonl \
         --prose ../shared/data/wikipedia_30_articles.txt --rows 40000 --out runs/cantos-synth
     # writes runs/cantos-synth/synth.jsonl (rows) and synth.txt (the same rows in the prompt template, as text);
     # with --tokenizer runs/base/tokenizer --max-len 256, the same rows less those that would be cut
@@ -23,14 +23,12 @@ import argparse
 import json
 import random
 import re
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from augment_cantos import TEMPLATE, MAX_CANTO, fitting, to_roman, train_val  # noqa: E402
+from cantos_common import MAX_CANTO, TEMPLATE, fitting, to_roman, train_val
 
-from lmforge.data.readers import read_rows, read_text  # noqa: E402
-from lmforge.core.errors import LmforgeError  # noqa: E402
+from lmforge.core.errors import LmforgeError
+from lmforge.data.readers import read_rows, read_text
 
 # named groups of cantos, as the training rows define them ("Every Pisan Canto", "all of Thrones", ...)
 SECTIONS = [("Pisan", 74, 84), ("Rock-Drill", 85, 95), ("Thrones", 96, 109), ("Drafts and Fragments", 110, 117),
@@ -270,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         texts = [read_text(Path(p)) for p in args.prose]
     except LmforgeError as e:
         raise SystemExit(f"error: {e}") from None
-    train, _ = train_val(rows)  # neither the test rows nor the validation rows scripts/augment_cantos.py sets apart
+    train, _ = train_val(rows)  # neither the test rows nor the validation rows augment_cantos.py sets apart
     empty = [r["input"] for r in train if json.loads(r["output"])["references"] == []]
     prose = prose_sentences(empty + texts)
     if not prose:

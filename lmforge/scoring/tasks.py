@@ -1,8 +1,9 @@
 """Tasks: data + prompt rendering + ``score()``, registered by name in ``lmforge.core.registry.TASKS``.
 
-A registered task is a factory ``(data=None, split="all") -> Task``. User tasks come from a YAML file
-(keys: name, data, template, schema, metrics, stop, input_key, output_key, seed, test_fraction) or from
-``"package.module:function"`` returning a ``Task``. The same ``score()`` serves evaluation and RL rewards.
+A registered task is a factory ``(data=None, split="all") -> Task``. Tasks also come from a YAML file
+(keys: name, data, template, schema, metrics, stop, input_key, output_key, reward_metric, seed,
+test_fraction; examples/cantos/task.yaml is one) or from ``"package.module:function"`` returning a
+``Task``. The same ``score()`` serves evaluation and RL rewards.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from lmforge.generate.constrained import check_schema
-from lmforge.data.split import SPLIT_SEED, TEST_FRACTION, split_rows  # noqa: F401 (re-exported)
-from lmforge.core.errors import LmforgeError
+from lmforge.core.errors import LmforgeError, did_you_mean
 from lmforge.core.registry import TASKS
+from lmforge.data.split import SPLIT_SEED, TEST_FRACTION, split_rows  # noqa: F401 (re-exported)
+from lmforge.generate.constrained import check_schema
 from lmforge.scoring import metrics as M
 
 
@@ -90,47 +91,6 @@ def read_jsonl(path: str | Path, keys: tuple[str, ...] = ("input", "output")) ->
     return rows
 
 
-# ---- the Cantos task ----------------------------------------------------------------------------
-
-CANTOS_TEMPLATE = '### Question: "{input}"\n ### Answer: {output}'
-CANTOS_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cantos_references.jsonl"
-CANTOS_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "references": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "canto": {"type": "integer", "minimum": 1, "maximum": 120},
-                    "lines": {"type": "array", "items": {"type": "integer"}},
-                },
-                "required": ["canto", "lines"],
-                "additionalProperties": False,
-            },
-        }
-    },
-    "required": ["references"],
-    "additionalProperties": False,
-}
-
-
-@TASKS.register("cantos")
-def cantos(data: Optional[str | Path] = None, split: str = "all") -> Task:
-    """References to Pound's Cantos as JSON: ``{"references": [{"canto": N, "lines": [...]}]}``."""
-    path = Path(data) if data else CANTOS_DATA
-    if not data and not path.is_file():
-        raise LmforgeError(f"cantos: reference data not found at {path}; pass --data FILE.jsonl")
-    rows = read_jsonl(path)
-    for n, row in enumerate(rows, 1):
-        if M.parse_json(row["output"]) is M._INVALID:
-            raise LmforgeError(f"{path}: example {n}: 'output' is not valid JSON")
-    task = Task(name="cantos", rows=rows, template=CANTOS_TEMPLATE, schema=CANTOS_SCHEMA,
-                metrics=["json_em", "field_f1", "json_valid", "schema_valid", "exact_match"],
-                stop=["\n", "###"], reward_metric="field_f1")
-    return task.split(split)
-
-
 # ---- user tasks ---------------------------------------------------------------------------------
 
 _YAML_KEYS = {"name", "data", "template", "schema", "metrics", "stop", "input_key", "output_key",
@@ -159,12 +119,18 @@ def task_from_yaml(path: str | Path, data: Optional[str] = None, split: str = "a
     schema = check_schema(spec.get("schema"), f"{p}: key 'schema'")
     metrics = spec.get("metrics") or (["json_em", "field_f1", "json_valid", "schema_valid"] if schema else
                                       ["exact_match", "rouge1", "rouge2", "rougeL"])
-    for m in metrics:
+    reward_metric = spec.get("reward_metric", metrics[0])
+    for m in [*metrics, reward_metric]:
         M.METRICS.get(m)  # unknown names fail now, with a suggestion
-    task = Task(name=spec.get("name", p.stem), rows=read_jsonl(src, (in_key, out_key)),
+    rows = read_jsonl(src, (in_key, out_key))
+    if schema is not None:  # the answers are JSON: a reference that is not would score every answer 0
+        for n, row in enumerate(rows, 1):
+            if M.parse_json(row[out_key]) is M._INVALID:
+                raise LmforgeError(f"{src}: example {n}: {out_key!r} is not valid JSON (the task has a schema)")
+    task = Task(name=spec.get("name", p.stem), rows=rows,
                 template=spec.get("template", "{%s}\n{%s}" % (in_key, out_key)), schema=schema,
                 metrics=list(metrics), stop=list(spec.get("stop", [])), input_key=in_key, output_key=out_key,
-                reward_metric=spec.get("reward_metric", metrics[0]))
+                reward_metric=reward_metric)
     return task.split(split, int(spec.get("seed", SPLIT_SEED)), float(spec.get("test_fraction", TEST_FRACTION)))
 
 
@@ -174,6 +140,9 @@ def load_task(spec: str, data: Optional[str] = None, split: str = "all") -> Task
         if not Path(spec).is_file():
             raise LmforgeError(f"task file not found: {spec}")
         return task_from_yaml(spec, data, split)
+    if ":" not in spec and spec not in TASKS:  # a bare name: say what else a task can be
+        raise LmforgeError(f"unknown task {spec!r}{did_you_mean(spec, TASKS.names())}; a task is a YAML file "
+                           "(examples/cantos/task.yaml is one), package.module:function or a registered name")
     factory = TASKS.get(spec)
     task = factory(data=data, split=split)
     if not isinstance(task, Task):
