@@ -113,11 +113,20 @@ class TrainConfig(Section):
     """Sequences per micro-batch on each process."""
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(1e-3, gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
+    """The rate after warmup: cosine or linear down to min_lr_ratio, constant, or wsd (warmup-stable-decay)."""
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(20, ge=0)
+    warmup_ratio: Optional[float] = Field(None, ge=0, lt=1)
+    """Warmup as a share of max_steps; when set it replaces warmup_steps."""
+    decay_ratio: float = Field(0.1, gt=0, le=1)
+    """wsd: the share of the post-warmup steps that decay (the rest stay at lr)."""
     max_steps: int = Field(200, ge=1)
+    epochs: Optional[float] = Field(None, gt=0)
+    """Passes over the training data; when set, max_steps is computed from it (per stage)."""
     max_time_s: Optional[float] = Field(None, gt=0)
-    """Stop after this many seconds of training (the schedule is stretched over max_steps)."""
+    """Stop after this many seconds of training; the schedule then follows the clock, so the rate reaches
+    its end value when the budget ends (see lmforge/train/schedule.py)."""
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(1.0, ge=0)

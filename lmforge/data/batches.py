@@ -52,6 +52,10 @@ class PackedStream:
         num_tokens = self.layout.global_rows * (self.block - 1)
         return [self._batch(r, num_tokens) for r in self.layout.mine(rows)]
 
+    def steps_per_epoch(self) -> float:
+        """Optimizer steps that read as many tokens as the training stream holds."""
+        return len(self.train) / (self.layout.global_rows * self.block)
+
     def val_batches(self, max_batches: int) -> list[dict]:
         """Consecutive non-overlapping blocks spread evenly over the validation stream."""
         n_blocks = (len(self.val) - 1) // self.block
@@ -131,6 +135,9 @@ class ExampleBatches:
             b["num_tokens"] = num_tokens
             out.append(b)
         return out
+
+    def steps_per_epoch(self) -> float:
+        return len(self.train) / self.layout.global_rows
 
     def epoch_of(self, step: int) -> float:
         return step * self.layout.global_rows / len(self.train)

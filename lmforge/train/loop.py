@@ -66,7 +66,12 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None
         raise LmforgeError(f"train.objective={tc.objective} needs a reference model")
     objective = spec.bind(tc.objective_args, tokenizer)
     optimizer = make_optimizer(model, tc)
-    scheduler = make_scheduler(optimizer, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio)
+    clock = {"start": time.time(), "before": 0.0}  # training seconds: this process's, plus the resumed run's
+
+    def elapsed() -> float:
+        return clock["before"] + time.time() - clock["start"]
+
+    scheduler = make_scheduler(optimizer, tc, elapsed)
     # the scheduler stays outside accelerate: prepared, it steps once per process per call (it assumes
     # each process sees 1/world of the batches), which would decay the lr `world` times too fast
     wrapped, optimizer = accelerator.prepare(model, optimizer)
@@ -84,14 +89,14 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None
     higher = higher_is_better(tc.best_metric) if tc.best_mode == "auto" else tc.best_mode == "max"
     world = accelerator.num_processes
     result = TrainResult(step=step, best_metric=state.get("best"))
-    t_start, elapsed0 = time.time(), state.get("elapsed_s", 0.0)
+    clock.update(start=time.time(), before=state.get("elapsed_s", 0.0))
     logger.start(step, tc.max_steps)
 
     def save(at: int) -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             extra = {"best": state.get("best"), "best_step": state.get("best_step"),
-                     "elapsed_s": elapsed0 + time.time() - t_start}
+                     "elapsed_s": elapsed()}
             ckpt.save_checkpoint(run_dir, at + step_offset, accelerator.unwrap_model(model), tokenizer,
                                  optimizer, scheduler, extra, tc.keep_last)
 
@@ -129,7 +134,7 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None
                         None if grad_norm is None else float(grad_norm))
 
             # ---- evaluation, samples, best checkpoint (also when the time budget ends the run)
-            out_of_time = bool(tc.max_time_s) and elapsed0 + time.time() - t_start > tc.max_time_s
+            out_of_time = bool(tc.max_time_s) and elapsed() > tc.max_time_s
             if tc.max_time_s and world > 1:  # every process must stop (and evaluate) at the same step
                 flag = torch.tensor(float(out_of_time), device=accelerator.device)
                 out_of_time = accelerator.reduce(flag, "sum").item() > 0

@@ -9,6 +9,7 @@ last checkpoint's ``state.json``, nothing else), the stages in order, and the fi
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -87,11 +88,15 @@ def run(cfg: RunConfig, command: str, resume: bool = False, quiet: bool = False)
 
     offset, step = 0, done
     for i, stage_cfg in enumerate(plan.stages):
+        data = None
+        if stage_cfg.train.epochs:  # the step count comes from the data
+            data = plan.data(stage_cfg)
+            stage_cfg.train.max_steps = max(1, math.ceil(stage_cfg.train.epochs * data.steps_per_epoch()))
         steps = stage_cfg.train.max_steps
         if offset + steps <= done:  # finished before the interruption
             offset += steps
             continue
-        data = plan.data(stage_cfg)
+        data = data or plan.data(stage_cfg)
         if accelerator.is_main_process and not quiet:
             tokens = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes * plan.context
             if len(plan.stages) > 1:
