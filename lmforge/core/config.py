@@ -146,6 +146,26 @@ class TrainConfig(Section):
     eval_max_new_tokens: Optional[int] = Field(None, ge=1)
     """Generation budget for eval_task; default: the longest validation answer in tokens + 16 (as lmforge eval)."""
     log_every: int = Field(10, ge=1)
+    report_to: list[str] = ["tensorboard"]
+    """Experiment trackers the metrics also go to: tensorboard (events in log_dir/<name>), wandb, mlflow;
+    none (or []) for metrics.jsonl only. wandb follows WANDB_MODE (offline works without an account);
+    mlflow writes to MLFLOW_TRACKING_URI, else to a local store in log_dir/mlruns."""
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, v: Any) -> Any:
+        if v is None or isinstance(v, str):
+            v = [] if v is None or v.strip().lower() in ("", "none") else [v]
+        if not isinstance(v, (list, tuple)):
+            return v  # pydantic names the type error
+        known, out = ("tensorboard", "wandb", "mlflow"), []
+        for name in v:
+            key = str(name).strip().lower()
+            if key not in known and key != "none":
+                raise ValueError(f"unknown tracker {name!r}; choose from {', '.join(known)} or none")
+            if key in known and key not in out:
+                out.append(key)
+        return out
 
 
 class SampleConfig(Section):

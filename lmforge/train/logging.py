@@ -1,41 +1,128 @@
-"""Where a run reports: a progress bar, ``metrics.jsonl``, TensorBoard events, a loss-curve PNG."""
+"""Where a run reports: a progress bar, ``metrics.jsonl``, a loss-curve PNG, and the experiment trackers
+of ``train.report_to`` through accelerate's tracker API (TensorBoard events in ``log_dir/<name>``,
+Weights & Biases, MLflow)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
+from accelerate.state import PartialState
+from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracker, WandBTracker, filter_trackers
+
 from lmforge.core.config import RunConfig
+from lmforge.core.errors import LmforgeError, first_line
+
+# report_to name -> what to pip install when its package is missing
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow-skinny"}
+# the project (W&B) or experiment (MLflow) every run is a run of, unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME say
+PROJECT = "lmforge"
+
+
+def make_trackers(cfg: RunConfig, quiet: bool = False) -> list[GeneralTracker]:
+    """accelerate's tracker objects for ``cfg.train.report_to``, not started yet.
+
+    An unknown name or a tracker whose package is absent is one line naming the key and what to install.
+    """
+    names = list(cfg.train.report_to)
+    for name in names:
+        if name not in TRACKER_PACKAGES:
+            raise LmforgeError(f"train.report_to: unknown tracker {name!r}; choose from "
+                               f"{', '.join(TRACKER_PACKAGES)} or none")
+    PartialState()  # accelerate's trackers and its logging need the (here already built) process state
+    available = {t.value for t in filter_trackers(names, cfg.log_dir)}
+    for name in names:
+        if name not in available:
+            raise LmforgeError(f"train.report_to: {name} is not installed; pip install {TRACKER_PACKAGES[name]} "
+                               f"(or pip install 'lmforge[trackers]'), or remove {name} from train.report_to")
+    trackers: list[GeneralTracker] = []
+    for name in names:
+        if name == "tensorboard":  # events in log_dir/<name>, as `tensorboard --logdir logs` expects
+            trackers.append(TensorBoardTracker(cfg.name, cfg.log_dir))
+        elif name == "wandb":  # WANDB_MODE=offline keeps the run in <dir>/wandb/offline-run-*, no account needed
+            wandb_dir = Path(os.environ.get("WANDB_DIR") or cfg.log_dir)
+            wandb_dir.mkdir(parents=True, exist_ok=True)
+            extra = {"settings": {"silent": True}} if quiet else {}
+            trackers.append(WandBTracker(os.environ.get("WANDB_PROJECT", PROJECT), name=cfg.name,
+                                         dir=str(wandb_dir.resolve()), **extra))
+        elif name == "mlflow":
+            if not os.environ.get("MLFLOW_TRACKING_URI"):
+                import mlflow
+
+                # a local store beside the TensorBoard events; MLflow 3 asks for this opt-in to use files
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+                mlflow.set_tracking_uri((Path(cfg.log_dir) / "mlruns").resolve().as_uri())
+            trackers.append(MLflowTracker(experiment_name=PROJECT, run_name=cfg.name))
+    return trackers
+
+
+def flat_config(cfg: RunConfig) -> dict:
+    """The resolved config as ``{"train.lr": 0.001, ...}``: scalars, lists as JSON (what trackers store as hparams)."""
+    out: dict = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict) and v:
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix + k] = json.dumps(v) if isinstance(v, (list, dict)) else v
+
+    walk(cfg.model_dump(mode="json"), "")
+    return out
 
 
 class RunLogger:
-    """Writes only on the main process; every other process gets a silent logger."""
+    """Writes only on the main process; every other process gets a silent logger.
+
+    Each logger is one segment of a run (the run, a later stage, a resume): its trackers start here, with the
+    resolved config stored once as hyperparameters, and finish in ``close``.
+    """
 
     def __init__(self, cfg: RunConfig, main: bool = True, quiet: bool = False):
         self.main, self.quiet = main, quiet
         self.run_dir = cfg.run_dir
         self.tb_dir = Path(cfg.log_dir) / cfg.name
         self.log_every = cfg.train.log_every
-        self._bar = self._tb = None
+        self._bar = None
         self._t = time.time()
         self._tokens = 0
         # whole-run throughput: every token over the loop's wall-clock, evaluation and saving included
         self._run_t0, self._run_cpu0 = time.time(), time.process_time()
         self._run_tokens = self._run_steps = self._last_step = 0
         self.history: list[dict] = []
+        # checked on every process, so that a missing package stops them all before training
+        trackers = make_trackers(cfg, quiet)
+        self.trackers: list[GeneralTracker] = []
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._start(trackers, flat_config(cfg))
             self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
 
-    def _writer(self):
-        if self._tb is None:
-            from torch.utils.tensorboard import SummaryWriter
+    def _start(self, trackers: list[GeneralTracker], hparams: dict) -> None:
+        for t in trackers:
+            try:
+                t.start()
+                self.trackers.append(t)
+                t.store_init_configuration(hparams)
+            except Exception as e:  # a login, a server, a store: the tracker's own setup, said in one line
+                self._finish()
+                raise LmforgeError(f"train.report_to: {t.name} could not start: {first_line(e)}") from e
 
-            self._tb = SummaryWriter(str(self.tb_dir))
-        return self._tb
+    def _log(self, values: dict, step: int) -> None:
+        for t in self.trackers:
+            t.log(values, step=step)
+
+    def _finish(self) -> None:
+        for t in self.trackers:
+            try:
+                t.finish()
+            except Exception as e:  # the run's own outputs are saved already; say it and go on
+                print(f"warning: {t.name} did not finish cleanly: {first_line(e)}", file=sys.stderr)
+        self.trackers = []
 
     def info(self, msg: str) -> None:
         if self.main and not self.quiet:
@@ -73,10 +160,7 @@ class RunLogger:
         if grad_norm is not None:
             row["grad_norm"] = grad_norm
         self._record(row)
-        w = self._writer()
-        for k, v in row.items():
-            if k != "step":
-                w.add_scalar(f"train/{k}", v, step)
+        self._log({f"train/{k}": v for k, v in row.items() if k != "step"}, step)
         if self._bar:
             self._bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
 
@@ -84,17 +168,21 @@ class RunLogger:
         if not self.main or not metrics:
             return
         self._record({"step": step, **metrics})
-        w = self._writer()
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)):
-                w.add_scalar(f"eval/{k}", v, step)
-        w.flush()
+        self._log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
         self.info(f"step {step}: {shown}")
 
     def text(self, step: int, tag: str, text: str) -> None:
-        if self.main:
-            self._writer().add_text(tag, text, step)
+        """A text sample: TensorBoard's text tab, a W&B string, an MLflow artifact ``<tag>/step-<step>.txt``."""
+        if not self.main:
+            return
+        for t in self.trackers:
+            if t.name == "mlflow":  # MLflow metrics are numbers only
+                import mlflow
+
+                mlflow.log_text(text, f"{tag}/step-{step:06d}.txt")
+            else:  # TensorBoardTracker.log writes a str value with add_text
+                t.log({tag: text}, step=step)
 
     def summary(self) -> dict:
         """Steps, tokens and seconds since ``start``: the run's real throughput, not its best step's."""
@@ -114,10 +202,7 @@ class RunLogger:
         if self._bar:
             self._bar.close()
             self._bar = None
-        if self._tb is not None:
-            self._tb.flush()
-            self._tb.close()
-            self._tb = None
+        self._finish()
         self._metrics.flush()
         plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
 
@@ -141,7 +226,7 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(l) for l in metrics_path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    rows = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
     if not train:
