@@ -107,8 +107,12 @@ class DataConfig(Section):
 class TrainConfig(Section):
     objective: str = "causal_lm"
     objective_args: dict[str, Any] = {}
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    """AdamW (decoupled weight decay on matrices), or plain SGD (no momentum; for invariance tests)."""
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "sgd"] = "adamw"
+    """AdamW (decoupled weight decay on matrices); its 8-bit and paged 8-bit forms (bitsandbytes, CUDA: a
+    quarter of AdamW's state); or plain SGD (no momentum; for invariance tests)."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of keeping them: less memory, about
+    a third more compute (non-reentrant, so it works under LoRA and QLoRA too)."""
     batch_size: int = Field(16, ge=1)
     """Sequences per micro-batch on each process."""
     grad_accum: int = Field(1, ge=1)

@@ -121,3 +121,11 @@ def flops_per_token(model, context: int) -> float:
     cfg = model.config
     matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))  # lm_head included
     return 6.0 * matmul + 12.0 * cfg.num_hidden_layers * cfg.hidden_size * context
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing on a (possibly PEFT-wrapped) transformers model: no input
+    grads needed, so frozen embeddings under LoRA/QLoRA are fine; the KV cache is off while training."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.config.use_cache = False

@@ -49,6 +49,41 @@ def describe(model, context: int, tokens_per_step: int, max_steps: int, precisio
     }
 
 
+# Bytes of optimizer state per trainable parameter (fp32 master weights): AdamW keeps two fp32 moments,
+# bitsandbytes' 8-bit AdamW two 8-bit ones (plus small block scales), SGD without momentum none.
+OPTIMIZER_BYTES = {"adamw": 8, "adamw_8bit": 2, "paged_adamw_8bit": 2, "sgd": 0}
+
+
+def memory_estimate(model, micro_batch: int, context: int, precision: str, optimizer: str,
+                    checkpointing: bool) -> dict:
+    """Training memory in bytes, before the run: weights, gradients, optimizer state, activations, total.
+
+    Activations of one micro-batch (tokens = micro_batch x context) in the compute dtype, per decoder layer:
+    the saved inputs of its matmuls and norms, about 6 x hidden + 4 x intermediate values per token, plus
+    the eager attention's score and probability matrices (2 x heads x context per token). With
+    checkpointing only each layer's input (hidden per token) is kept, plus one layer recomputed in full.
+    The head's logits are kept in fp32 for the loss, with their gradient: 8 bytes x vocab per token.
+    """
+    cfg = getattr(model, "config", None)
+    params = list(model.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    weights = sum(p.numel() * p.element_size() for p in params)
+    act_bytes = 2 if precision in ("bf16", "fp16") else 4
+    tokens = micro_batch * context
+    h = getattr(cfg, "hidden_size", 0)
+    layers = getattr(cfg, "num_hidden_layers", 0)
+    ffn = getattr(cfg, "intermediate_size", 4 * h)
+    heads = getattr(cfg, "num_attention_heads", 1)
+    eager = getattr(cfg, "_attn_implementation", None) == "eager"
+    per_layer = tokens * (6 * h + 4 * ffn + (2 * heads * context if eager else 0)) * act_bytes
+    kept = layers * tokens * h * act_bytes + per_layer if checkpointing else layers * per_layer
+    logits = tokens * getattr(cfg, "vocab_size", 0) * 8
+    out = {"weights": weights, "gradients": trainable * 4, "optimizer": trainable * OPTIMIZER_BYTES[optimizer],
+           "activations": kept + logits}
+    out["total"] = sum(out.values())
+    return out
+
+
 def print_derived(d: dict, out: Path | None = None) -> None:
     est = d["estimated_time_s"]
     print(
@@ -60,5 +95,10 @@ def print_derived(d: dict, out: Path | None = None) -> None:
         + (f" (stops at the time budget, {d['max_time_s'] / 60:.1f} min)" if d.get("max_time_s") and d["max_time_s"] < est
            else "")
     )
+    mem = d.get("memory")
+    if mem:
+        gib = lambda b: f"{b / 2**30:.2f}"  # noqa: E731
+        print(f"memory (estimate): {gib(mem['total'])} GiB = weights {gib(mem['weights'])} + gradients "
+              f"{gib(mem['gradients'])} + optimizer {gib(mem['optimizer'])} + activations {gib(mem['activations'])}")
     if out is not None:
         out.write_text(json.dumps(d, indent=1), encoding="utf-8")

@@ -47,7 +47,21 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, foreach=True)
+    if cfg.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        return _bnb_optimizer(cfg, groups)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), foreach=True)
+
+
+def _bnb_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    """bitsandbytes' 8-bit AdamW (paged: its state can spill to CPU memory under pressure); CUDA only."""
+    if not torch.cuda.is_available():
+        raise LmforgeError(f"train.optimizer={cfg.optimizer} needs a CUDA GPU (bitsandbytes); here use adamw")
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise LmforgeError(f"train.optimizer={cfg.optimizer} needs bitsandbytes: pip install 'lmforge[qlora]'") from None
+    cls = bnb.optim.PagedAdamW8bit if cfg.optimizer == "paged_adamw_8bit" else bnb.optim.AdamW8bit
+    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
 def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None,

@@ -17,9 +17,9 @@ import torch
 
 from lmforge.core.config import RunConfig, load_config, reject_unused, save_config
 from lmforge.core.errors import LmforgeError
-from lmforge.model import save_model_folder
+from lmforge.model import enable_gradient_checkpointing, save_model_folder
 from lmforge.train.checkpoint import latest_checkpoint
-from lmforge.train.derived import describe, print_derived
+from lmforge.train.derived import describe, memory_estimate, print_derived
 from lmforge.train import finetune as ft
 from lmforge.train import pretrain as pt
 from lmforge.train.loop import train
@@ -85,6 +85,8 @@ def run(cfg: RunConfig, command: str, resume: bool = False, quiet: bool = False)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     plan = (pt if command == "pretrain" else ft).plan(cfg, accelerator, precision, resume)
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(plan.model)
 
     offset, step = 0, done
     for i, stage_cfg in enumerate(plan.stages):
@@ -103,8 +105,10 @@ def run(cfg: RunConfig, command: str, resume: bool = False, quiet: bool = False)
                 print(f"stage {i + 1}/{len(plan.stages)}: {steps} steps on "
                       f"{', '.join(s.path for s in stage_cfg.data.train)}")
             name = "derived.json" if len(plan.stages) == 1 else f"derived-stage{i + 1}.json"
-            print_derived(describe(plan.model, plan.context, tokens, steps, precision, accelerator.device,
-                                   cfg.train.max_time_s), run_dir / name)
+            d = describe(plan.model, plan.context, tokens, steps, precision, accelerator.device, cfg.train.max_time_s)
+            d["memory"] = memory_estimate(plan.model, cfg.train.batch_size, plan.context, precision,
+                                          cfg.train.optimizer, cfg.train.gradient_checkpointing)
+            print_derived(d, run_dir / name)
         result = train(stage_cfg, plan.model, plan.tokenizer, data, accelerator=accelerator, reference=plan.reference,
                        evaluators=plan.evaluators(stage_cfg, data), resume_from=last if done > offset else None,
                        step_offset=offset)
