@@ -16,12 +16,36 @@ import sys
 from lmforge.core.errors import LmforgeError
 
 # The commands, in the order ``lmforge --help`` lists them; each is the module lmforge.cli.<name>.
-COMMANDS = ("demo", "tokenizer", "pretrain", "finetune", "resume", "validate", "generate", "eval", "inspect",
-            "doctor", "export")
+COMMANDS = ("demo", "tokenizer", "pretrain", "finetune", "resume", "validate", "data", "generate", "eval",
+            "inspect", "doctor", "export")
 
 
 def command(name: str):
     return importlib.import_module(f"lmforge.cli.{name}")
+
+
+def dashed_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--key value`` and ``--key=value`` (the way other tools take settings) as ``key=value`` overrides, for
+    commands that take overrides; the command's own options are left alone."""
+    if not any(a.dest == "overrides" for a in parser._actions):
+        return argv
+    known, out, i = parser._option_string_actions, [], 0
+    while i < len(argv):
+        tok = argv[i]
+        name, eq, value = tok.partition("=")
+        if tok.startswith("--") and len(tok) > 2 and name not in known:
+            key = name[2:]
+            if eq:
+                out.append(f"{key}={value}")
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                out.append(f"{key}={argv[i + 1]}")
+                i += 1
+            else:
+                out.append(f"{key}=true")
+        else:
+            out.append(tok)
+        i += 1
+    return out
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -57,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         mod = command(name)
         parser = argparse.ArgumentParser(prog=f"lmforge {name}", description=mod.HELP)
         mod.add_arguments(parser)
-        args = parser.parse_args(argv[1:])
+        if any(a.dest == "overrides" for a in parser._actions):  # options may stand between the overrides
+            args = parser.parse_intermixed_args(dashed_overrides(parser, argv[1:]))
+        else:
+            args = parser.parse_args(argv[1:])
         return int(mod.run(args) or 0)
     except LmforgeError as e:
         print(f"lmforge {name}: error: {e}", file=sys.stderr)

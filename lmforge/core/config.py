@@ -6,12 +6,14 @@ Unknown keys fail with a suggestion; the resolved config is saved with every run
 from __future__ import annotations
 
 import difflib
+import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from lmforge.core import habits
 from lmforge.core.errors import LmforgeError, first_line
 
 
@@ -313,6 +315,9 @@ def _suggest(loc: str, known: list[str]) -> list[str]:
 def _format_error(err: ValidationError, source: str) -> str:
     e = err.errors()[0]
     loc = ".".join(str(x) for x in e["loc"])
+    last = loc.rsplit(".", 1)[-1]
+    if e["type"] == "extra_forbidden" and habits.is_anchor(last):
+        return f"{source}: unknown config key {loc!r}; {habits.hint(last)}"
     if e["type"] == "extra_forbidden":
         known = _known_keys(RunConfig)
         hint = _suggest(loc, known)
@@ -341,10 +346,22 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), ba
             raise LmforgeError(f"override {item!r} is not key=value")
         key, _, value = item.partition("=")
         apply_override(tree, key.strip(), _parse_value(value))
+    _read_anchor_keys(tree)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
         raise LmforgeError(_format_error(err, source)) from None
+
+
+def _read_anchor_keys(tree: dict) -> None:
+    """Top-level keys other tools use (``cutoff_len``, ``learning_rate``...) become lmforge's, with a note."""
+    for key in [k for k in tree if k not in RunConfig.model_fields and habits.is_anchor(k)]:
+        value = tree.pop(key)
+        mapped = habits.translate(key, value)
+        for dotted, v in mapped.items():
+            apply_override(tree, dotted, v)
+        said = ", ".join(f"{d}={v!r}" for d, v in mapped.items()) or "nothing to change"
+        print(f"lmforge: read {key}={value!r} as {said}", file=sys.stderr)
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:
