@@ -188,3 +188,23 @@ def test_mlflow_local_store_holds_the_metrics(tmp_path, monkeypatch, one_thread)
     assert [s for s, _ in history] == [s for s, _ in expected]
     assert [v for _, v in history] == pytest.approx([v for _, v in expected])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/val_loss")] == [2, 4]
+
+
+def test_redirected_output_gets_plain_lines_not_bar_frames(tmp_path, capsys, monkeypatch):
+    """Not a terminal (a log file, CI): no carriage-return frames, one plain line per interval."""
+    import lmforge.train.logging as run_logging
+    from lmforge.cli import main
+    from tests.conftest import VERSE
+
+    monkeypatch.setattr(run_logging, "PLAIN_EVERY_S", 0.0)  # every step, so the test sees lines
+    text = tmp_path / "v.txt"
+    text.write_text(VERSE * 20)
+    (tmp_path / "c.yaml").write_text("name: plain\n")
+    assert main(["pretrain", str(tmp_path / "c.yaml"), f"data.train={text}", f"out_dir={tmp_path}",
+                 f"log_dir={tmp_path / 'logs'}", "model.preset=tiny", "model.context=32", "tokenizer.vocab_size=128",
+                 "train.max_steps=3", "train.batch_size=2", "train.eval_every=100", "train.save_every=100",
+                 "sample.max_new_tokens=2", "train.report_to=none"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"] and "tok/s" in lines[0]

@@ -75,6 +75,11 @@ def flat_config(cfg: RunConfig) -> dict:
     return out
 
 
+# With stderr redirected (a log file, CI), a progress bar's carriage-return frames would fill the file: plain
+# lines at this interval instead.
+PLAIN_EVERY_S = 30.0
+
+
 class RunLogger:
     """Writes only on the main process; every other process gets a silent logger.
 
@@ -129,7 +134,9 @@ class RunLogger:
             (self._bar.write if self._bar else print)(msg)
 
     def start(self, step: int, total: int) -> None:
-        if self.main and not self.quiet:
+        """A progress bar on a terminal; redirected to a file, one plain line every ``PLAIN_EVERY_S`` seconds."""
+        self._total, self._plain_t = total, time.time()
+        if self.main and not self.quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, initial=step, desc="train", file=sys.stderr, dynamic_ncols=True,
@@ -152,6 +159,11 @@ class RunLogger:
         now = time.time()
         if self._bar:
             self._bar.update(1)
+        elif self.main and not self.quiet and now - self._plain_t >= PLAIN_EVERY_S:
+            self._plain_t = now
+            rate = self._run_tokens / max(now - self._run_t0, 1e-9)
+            print(f"step {step}/{self._total}  loss {loss:.4f}  lr {lr:.3g}  {rate:,.0f} tok/s  "
+                  f"{now - self._run_t0:.0f}s", file=sys.stderr, flush=True)
         if step % self.log_every and step != 1:
             return
         tok_s = self._tokens / max(now - self._t, 1e-9)
