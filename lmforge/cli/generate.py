@@ -10,6 +10,7 @@ from lmforge.core.errors import LmforgeError
 from lmforge.data.readers import read_rows
 from lmforge.doctor import check, raise_on_errors
 from lmforge.generate import GenerationSettings, generate
+from lmforge.generate.prompting import chat, run_format, wrap
 from lmforge.model import load_model_and_tokenizer
 
 HELP = "generate text from a model, prompts or a JSONL file"
@@ -31,6 +32,10 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="constrain the output to valid JSON")
     p.add_argument("--schema", help="constrain the output to this JSON schema (a .json file)")
     p.add_argument("--stop", action="append", default=[], help="cut the output at this string (repeatable)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--raw", action="store_true",
+                     help="send prompts as typed (default: wrapped in the run's training format, e.g. Alpaca's)")
+    fmt.add_argument("--chat", action="store_true", help="send each prompt as a user turn of the chat template")
     p.add_argument("--device", default="auto", help="auto (CUDA where present), cpu, cuda, cuda:1, mps")
     p.add_argument("--trust-remote-code", action="store_true")
 
@@ -70,6 +75,7 @@ def run(args) -> int:
                                   well_formed=not args.any_token, json_schema=_schema(args), stop=tuple(args.stop))
     model, tokenizer = load_model_and_tokenizer(args.model, trust_remote_code=args.trust_remote_code,
                                                 device=args.device)
+    prompts = _formatted(args, prompts, tokenizer)
     _doctor(model, tokenizer, settings, prompts)
     outs = generate(model, tokenizer, prompts, settings)
     if args.output:
@@ -81,6 +87,18 @@ def run(args) -> int:
         for prompt, text in zip(prompts, outs):
             sys.stdout.write(f"{prompt}{text}\n" + ("-" * 40 + "\n" if len(outs) > 1 else ""))
     return 0
+
+
+def _formatted(args, prompts: list[str], tokenizer) -> list[str]:
+    """--chat: the chat template; --raw or a custom --template: as given; else the run's training format."""
+    if args.chat:
+        return [chat(p, tokenizer) for p in prompts]
+    data = None if args.raw or args.template != "{prompt}" else run_format(args.model)
+    if data is None:
+        return prompts
+    print(f"prompts wrapped in the run's training format ({data.format}); --raw sends them as typed",
+          file=sys.stderr)
+    return [wrap(p, data, tokenizer) for p in prompts]
 
 
 def _doctor(model, tokenizer, settings, prompts) -> None:
