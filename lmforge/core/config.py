@@ -97,6 +97,9 @@ class DataConfig(Section):
     group_by_length: bool = True
     """Fine-tuning: put examples of similar length in the same batch (less padding; every example is still
     seen once per epoch, in an order drawn by the seed)."""
+    packing: bool = False
+    """Fine-tuning: lay examples end to end in rows of model.context tokens (no padding but a row's tail),
+    each example attending only to itself, with its own positions and loss; replaces group_by_length."""
 
     @field_validator("train", "val", mode="before")
     @classmethod

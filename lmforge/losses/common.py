@@ -24,4 +24,22 @@ def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def forward_logits(model, batch) -> torch.Tensor:
-    return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+    """The model's logits (B, T, V) for ``batch``.
+
+    A packed batch (``lmforge/data/packing.py``) has ``position_ids`` restarting at 0 at every example and a
+    block-diagonal causal mask (B, 1, T, T), True where a token may attend. Each attention kernel gets it as
+    it expects: sdpa the booleans, eager (and others) an additive mask, flash kernels no mask but the rows
+    laid end to end in one, which they cut into examples where the positions restart (varlen).
+    """
+    mask, pos = batch.get("attention_mask"), batch.get("position_ids")
+    if pos is None:
+        return model(input_ids=batch["input_ids"], attention_mask=mask).logits
+    ids = batch["input_ids"]
+    config = getattr(getattr(model, "module", model), "config", None)  # DDP keeps the model in .module
+    impl = str(getattr(config, "_attn_implementation", ""))
+    if "flash" in impl:  # transformers finds packed sequences from position_ids in a single row only
+        flat = model(input_ids=ids.reshape(1, -1), position_ids=pos.reshape(1, -1), use_cache=False).logits
+        return flat.view(*ids.shape, -1)
+    if impl != "sdpa" and mask is not None and mask.dtype == torch.bool:  # eager adds the mask to the scores
+        mask = torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, torch.finfo(torch.float32).min)
+    return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits

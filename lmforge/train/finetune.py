@@ -13,6 +13,7 @@ from lmforge.core.errors import LmforgeError
 from lmforge.core.registry import OBJECTIVES
 from lmforge.data.batches import ExampleBatches, Layout
 from lmforge.data.examples import load_examples
+from lmforge.data.packing import PackedExamples
 from lmforge.data.text import load_text_splits
 from lmforge.doctor import check, raise_on_errors
 from lmforge.losses.objectives import make_reference as reference_model
@@ -56,12 +57,18 @@ def make_reference(cfg: RunConfig, model):
 
 
 def stage_data(cfg: RunConfig, data_cfg: DataConfig, tokenizer, context: int, accelerator):
-    """Raw text is packed into blocks (continued pretraining); rows become padded examples."""
+    """Raw text is packed into blocks (continued pretraining); rows become padded examples, or packed ones
+    (``data.packing``)."""
     if data_cfg.format == "text" and all(s.format in (None, "text") for s in data_cfg.train):
         tr, va = load_text_splits(data_cfg)
         return packed_data(cfg, tokenizer, tr, va, context, accelerator)
     train_ex, val_ex = load_examples(data_cfg, tokenizer, context, cfg.seed)
     layout = Layout(cfg.train.batch_size, cfg.train.grad_accum, accelerator.num_processes, accelerator.process_index)
+    if data_cfg.packing:
+        if cfg.train.objective == "unlikelihood":  # its candidates are the row's earlier tokens: other examples'
+            raise LmforgeError("data.packing=true mixes examples in the unlikelihood objective's context; "
+                               "set data.packing=false")
+        return PackedExamples(train_ex, val_ex, layout, cfg.seed, tokenizer.pad_token_id, context)
     return ExampleBatches(train_ex, val_ex, layout, cfg.seed, tokenizer.pad_token_id, data_cfg.group_by_length)
 
 
