@@ -312,3 +312,12 @@ def test_unlikelihood_refuses_packing(tmp_path, tiny_model_dir):
         stage_data(cfg, cfg.data, tok, CONTEXT, make_accelerator(cfg))
     cfg.train.objective = "causal_lm"
     assert isinstance(stage_data(cfg, cfg.data, tok, CONTEXT, make_accelerator(cfg)), PackedExamples)
+
+
+def test_throughput_counts_real_tokens_of_packed_rows_not_mask_pairs():
+    from lmforge.train.loop import _real_tokens
+
+    mask4d = torch.ones(2, 1, 8, 8, dtype=torch.bool)  # a packed batch's mask: pairs, not tokens
+    assert _real_tokens({"input_ids": torch.zeros(2, 8), "attention_mask": mask4d, "real_tokens": 13}) == 13
+    assert _real_tokens({"input_ids": torch.zeros(2, 8), "attention_mask": torch.tensor([[1] * 8, [1] * 5 + [0] * 3])}) == 13
+    assert _real_tokens({"input_ids": torch.zeros(2, 8)}) == 16

@@ -221,6 +221,7 @@ UNUSED = {
         "data.template": "pretraining reads plain text",
         "data.completion_only": "pretraining has no prompts to mask",
         "data.group_by_length": "pretraining packs text into full blocks",
+        "data.packing": "pretraining packs text into full blocks already",
         "train.eval_task": "tasks are scored on fine-tuning validation rows",
         "train.eval_constrained": "tasks are scored on fine-tuning validation rows",
         "train.eval_max_new_tokens": "tasks are scored on fine-tuning validation rows",

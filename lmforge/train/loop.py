@@ -142,8 +142,7 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None
             step += 1
             result.losses.append(step_loss)
             # real tokens only: padding is not throughput
-            tokens = sum(int(mb["attention_mask"].sum()) if "attention_mask" in mb else mb["input_ids"].numel()
-                         for mb in micro_batches) * world
+            tokens = sum(_real_tokens(mb) for mb in micro_batches) * world
             logger.step(step + step_offset, step_loss, lr, tokens,
                         None if grad_norm is None else float(grad_norm))
 
@@ -202,6 +201,13 @@ def evaluate(model, data, objective, reference, max_batches: int, accelerator) -
         out["val_bpc"] = out["val_nll"] / cpt / math.log(2)
         out["val_nats_per_char"] = out["val_nll"] / cpt
     return out
+
+
+def _real_tokens(batch: dict) -> int:
+    """Tokens that are not padding: packed rows say so (their mask is 4-D), padded ones count their mask."""
+    if "real_tokens" in batch:
+        return int(batch["real_tokens"])
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
 
 
 def _improves(value: float, best: Optional[float], higher: bool) -> bool:
