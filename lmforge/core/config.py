@@ -90,7 +90,12 @@ class DataConfig(Section):
     format: str = "text"
     """text | alpaca | chat | prompt_completion | template | any registered format."""
     template: Optional[str] = None
-    """For format=template, e.g. '### Question: "{input}"\\n ### Answer: {output}'."""
+    """For format=template, e.g. '### Question: "{input}"\\n ### Answer: {output}'. With format=chat and no
+    chat_template, it is read as chat_template (LLaMA-Factory's ``template: llama3``)."""
+    chat_template: Optional[str] = None
+    """format=chat/sharegpt: chatml | llama3 | zephyr | alpaca | tokenizer (its own; the default) | Jinja text."""
+    assistant_turns: Literal["all", "last"] = "all"
+    """format=chat/sharegpt: train on every assistant turn, or on the last only (the rest is context)."""
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     completion_only: bool = True
     """Fine-tuning: compute the loss on completion tokens only."""

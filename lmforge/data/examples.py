@@ -4,6 +4,10 @@ An example is ``BOS + prompt + completion + EOS`` (BOS only if the tokenizer has
 completion and is always a target, so the model learns to stop. Prompt and completion are tokenized
 apart, exactly as ``generate`` will tokenize the prompt, so the label mask covers exactly the prompt.
 Nothing here sets PAD: ``lmforge.model.tokenizer.ensure_pad`` gives a PAD distinct from EOS.
+
+Conversations (``chat``, ``sharegpt``) are one example per row, tokenized as their chat template writes
+them, with a target span per assistant turn (``lmforge.data.chat``): the template's own end-of-turn token
+closes each answer, and no BOS or EOS is added to what the template writes.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from typing import Optional
 
 from lmforge.core.config import DataConfig, SourceConfig
 from lmforge.core.errors import LmforgeError
+from lmforge.data.chat import assistant_spans, chat_template_for, conversation, is_chat
 from lmforge.data.formats import render
+from lmforge.data.readers import Record, read_records
 from lmforge.data.split import split_rows
-from lmforge.data.readers import read_records
 from lmforge.losses.common import IGNORE
 
 log = logging.getLogger(__name__)
@@ -72,6 +77,8 @@ def source_examples(source: SourceConfig, data_cfg: DataConfig, tokenizer, max_l
     """Reads one source, applies its format, tokenizes every row (in batches, the fast path)."""
     fmt = source.format or data_cfg.format
     records = split_rows(read_records(source.path, source.split, source.subset, source.max_rows), source.holdout)
+    if is_chat(fmt):
+        return chat_examples(records, fmt, data_cfg, tokenizer, max_len, source.path)
     pairs = [render(fmt, r.row, r.where, tokenizer=tokenizer, template=data_cfg.template) for r in records]
     bos, eos = special_ids(tokenizer)
     prompts = _encode_all([p for p, _ in pairs], tokenizer)
@@ -84,6 +91,59 @@ def source_examples(source: SourceConfig, data_cfg: DataConfig, tokenizer, max_l
         out.append(ex)
     if truncated:
         log.warning("%s: %d of %d examples truncated to max_len=%d", source.path, truncated, len(out), max_len)
+    return out
+
+
+def assemble_chat(ids: list[int], spans: list[tuple[int, int]], max_len: int, completion_only: bool = True) -> dict:
+    """One conversation as ``input_ids`` and ``labels``: the tokens of ``spans`` (each assistant turn with the
+    token that closes it) are targets, the rest -100; with ``completion_only`` False every token is.
+
+    Too long: cut from the right. A turn cut in the middle keeps its first tokens as targets but loses its
+    end token, so no half answer is ever followed by a learned stop; turns past the cut are gone.
+    ``spans`` on the result are the target ranges that remain, ``length`` the length before the cut.
+    """
+    kept = ids[:max_len]
+    spans = [(s, min(e, len(kept))) for s, e in spans if s < len(kept)]
+    if completion_only:
+        labels = [IGNORE] * len(kept)
+        for s, e in spans:
+            labels[s:e] = kept[s:e]
+    else:
+        labels = [IGNORE] + kept[1:]
+    return {"input_ids": kept, "labels": labels, "spans": spans, "length": len(ids)}
+
+
+def chat_examples(records: list[Record], fmt: str, data_cfg: DataConfig, tokenizer, max_len: int,
+                  path: str = "data") -> list[dict]:
+    """Conversations to examples: one per row, every assistant turn a target (``data.assistant_turns``).
+
+    ``prompt`` is the text before the last target span and ``completion`` that span, as for other
+    formats; a row whose first target lies past ``max_len`` is dropped (with a warning): it teaches nothing.
+    """
+    _, template = chat_template_for(tokenizer, data_cfg)
+    out, truncated, dropped = [], 0, 0
+    for rec in records:
+        try:
+            ids, spans = assistant_spans(conversation(rec.row, sharegpt=fmt == "sharegpt"), tokenizer, template)
+        except LmforgeError as e:
+            raise LmforgeError(f"{rec.where}: {e}") from None
+        if data_cfg.assistant_turns == "last":
+            spans = spans[-1:]
+        ex = assemble_chat(ids, spans, max_len, data_cfg.completion_only)
+        truncated += ex["length"] > max_len
+        if not ex["spans"]:
+            dropped += 1
+            continue
+        s, e = ex["spans"][-1]
+        ex.update(prompt=tokenizer.decode(ex["input_ids"][:s]), completion=tokenizer.decode(ex["input_ids"][s:e]),
+                  row=rec.row)
+        out.append(ex)
+    if truncated:
+        log.warning("%s: %d of %d conversations cut to max_len=%d", path, truncated, len(records), max_len)
+    if dropped:
+        log.warning("%s: %d conversations dropped: no assistant token within max_len=%d", path, dropped, max_len)
+    if records and not out:
+        raise LmforgeError(f"{path}: no conversation has an assistant token within max_len={max_len}")
     return out
 
 

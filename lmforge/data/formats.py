@@ -2,7 +2,8 @@
 
 A format is a registered callable ``fn(row, *, tokenizer=None, template=None) -> (prompt, completion)``;
 user code plugs in as ``data.format: "mypkg.formats:my_format"``. A missing column raises
-``LmforgeError`` naming the column; ``render`` adds the row's ``file:line``.
+``LmforgeError`` naming the column; ``render`` adds the row's ``file:line``. Conversations (``chat``,
+``sharegpt``) are registered here too, but training reads them through ``lmforge.data.chat``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Optional
 
 from lmforge.core.errors import LmforgeError, first_line
 from lmforge.core.registry import FORMATS
+from lmforge.data.chat import conversation, resolve_template
 
 # The Stanford Alpaca prompts, verbatim (with and without an input).
 ALPACA_WITH_INPUT = (
@@ -120,23 +122,21 @@ def template_format(row: dict, template: Optional[str] = None, **_: Any) -> tupl
 
 
 @FORMATS.register("chat")
-def chat_format(row: dict, tokenizer=None, template: Optional[str] = None, **_: Any) -> tuple[str, str]:
-    """``messages`` through the chat template; the completion is the last assistant turn.
+def chat_format(row: dict, tokenizer=None, template: Optional[str] = None, sharegpt: bool = False,
+                **_: Any) -> tuple[str, str]:
+    """A conversation as one pair: every turn before the last through the chat template plus the generation
+    prompt (what ``generate`` will see), then the last assistant turn with its end-of-turn marker.
 
-    The prompt is every earlier turn plus the generation prompt (what ``generate`` will see); the
-    completion is the template's text for the last assistant turn, end-of-turn marker included, so the
-    model learns to close its turn. ``data.template``, when set, is the Jinja chat template to use.
-    A BOS or EOS written by the template is stripped: tokenization adds each exactly once.
+    Training does not use this pair: ``lmforge.data.examples`` trains every assistant turn of a chat row
+    (``lmforge.data.chat``). ``template`` is a named chat template (chatml, llama3, ...) or Jinja text;
+    none means the tokenizer's own. A BOS or EOS written by the template is stripped: tokenization adds
+    each exactly once.
     """
-    messages = _messages(row)
+    messages = conversation(row, sharegpt=sharegpt)
     if tokenizer is None:
         raise LmforgeError("format 'chat' needs a tokenizer")
-    if not template and not getattr(tokenizer, "chat_template", None):
-        raise LmforgeError(
-            "format 'chat' needs a chat template: this tokenizer has none; set data.template to a Jinja "
-            "chat template or use a tokenizer that ships one"
-        )
-    kwargs = {"tokenize": False, "chat_template": template or None}
+    _, jinja = resolve_template(tokenizer, template)
+    kwargs = {"tokenize": False, "chat_template": jinja}
     try:
         prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, **kwargs)
         full = tokenizer.apply_chat_template(messages, **kwargs)
@@ -154,18 +154,7 @@ def chat_format(row: dict, tokenizer=None, template: Optional[str] = None, **_: 
     return prompt, completion
 
 
-def _messages(row: dict) -> list[dict]:
-    messages = row.get("messages")
-    if messages is None:
-        raise LmforgeError(f"missing column 'messages' (columns: {', '.join(map(repr, row)) or 'none'})")
-    if isinstance(messages, str):  # CSV cells hold JSON text
-        try:
-            messages = json.loads(messages)
-        except json.JSONDecodeError:
-            raise LmforgeError("column 'messages' is text, not a JSON list of {role, content}") from None
-    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
-                                                 for m in messages):
-        raise LmforgeError("column 'messages' must be a list of {role, content} objects")
-    if not messages or messages[-1]["role"] != "assistant":
-        raise LmforgeError("column 'messages' must end with an assistant turn (the completion to learn)")
-    return messages
+@FORMATS.register("sharegpt")
+def sharegpt_format(row: dict, tokenizer=None, template: Optional[str] = None, **_: Any) -> tuple[str, str]:
+    """ShareGPT ``conversations`` of ``{from, value}`` (human, gpt, system, tool...), as ``chat``."""
+    return chat_format(row, tokenizer=tokenizer, template=template, sharegpt=True)
