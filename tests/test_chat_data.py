@@ -9,7 +9,7 @@ import pytest
 
 from lmforge.core.config import DataConfig
 from lmforge.core.errors import LmforgeError
-from lmforge.data.chat import TEMPLATES, conversation, prepare_tokenizer
+from lmforge.data.chat import TEMPLATES, conversation, prepare_tokenizer, stop_ids
 from lmforge.data.examples import IGNORE, assemble_chat, load_examples
 from lmforge.data.formats import ALPACA_NO_INPUT
 
@@ -75,7 +75,9 @@ def test_every_assistant_turn_is_trained_and_nothing_else(tmp_path, tiny_tokeniz
     # three runs of targets, each ending with the end-of-turn token; the tokens are the template's own
     assert len(ex["spans"]) == 3
     full = tok.apply_chat_template(MESSAGES, tokenize=False, chat_template=TEMPLATES[name])
-    assert ex["input_ids"] == tok(full, add_special_tokens=False)["input_ids"]
+    ids = tok(full, add_special_tokens=False)["input_ids"]
+    assert ex["input_ids"] == ([] if ids[0] == tok.bos_token_id else [tok.bos_token_id]) + ids  # BOS once
+    assert ex["input_ids"].count(tok.bos_token_id) == 1
     for s, e in ex["spans"]:
         assert ex["labels"][s - 1] == IGNORE and ex["input_ids"][e - 1] == tok.convert_tokens_to_ids(END[name])
     assert ex["row"] == {"messages": MESSAGES} and ex["completion"] == "Verlaine." + END[name]
@@ -194,6 +196,8 @@ def test_prepare_tokenizer_adds_the_markers_once(tmp_path, tiny_tokenizer):
     assert not prepare_tokenizer(tok, cfg) and len(tok) == n + 2
     assert not prepare_tokenizer(copy.deepcopy(tiny_tokenizer), DataConfig(format="alpaca", train=[path]))
     assert len(tok("<|im_start|>", add_special_tokens=False)["input_ids"]) == 1
+    assert stop_ids(tok) == [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
+    assert stop_ids(tiny_tokenizer) == [tiny_tokenizer.eos_token_id]
 
 
 # ---------------------------------------------------------------- truncation

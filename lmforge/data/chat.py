@@ -102,6 +102,8 @@ TEMPLATE_TOKENS = {"chatml": ("<|im_start|>", "<|im_end|>"),
                    "llama3": ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
                    "zephyr": ("<|system|>", "<|user|>", "<|assistant|>"), "alpaca": ()}
 """The marker tokens each named template writes besides the tokenizer's BOS and EOS."""
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>")
+"""The tokens that close an assistant turn in the named templates where that is not EOS."""
 NAMES = ("tokenizer", *TEMPLATES)
 
 _GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -240,6 +242,14 @@ def prepare_tokenizer(tokenizer, *data_cfgs: DataConfig) -> bool:
     if own is not None:
         tokenizer.chat_template = own
     return len(tokenizer) > before
+
+
+def stop_ids(tokenizer) -> list[int]:
+    """Where a chat reply ends: EOS and the end-of-turn tokens of the named templates that the tokenizer has
+    (``<|im_end|>``, ``<|eot_id|>``); generation of a chat-tuned model stops at any of them."""
+    vocab = tokenizer.get_vocab()
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return ids + [vocab[t] for t in END_OF_TURN if t in vocab and vocab[t] not in ids]
 
 
 # ---- the spans each assistant turn adds ---------------------------------------------------------------

@@ -7,7 +7,8 @@ Nothing here sets PAD: ``lmforge.model.tokenizer.ensure_pad`` gives a PAD distin
 
 Conversations (``chat``, ``sharegpt``) are one example per row, tokenized as their chat template writes
 them, with a target span per assistant turn (``lmforge.data.chat``): the template's own end-of-turn token
-closes each answer, and no BOS or EOS is added to what the template writes.
+closes each answer and no EOS is added; BOS starts the example once, whether the template writes it or not,
+as every generation prompt starts.
 """
 
 from __future__ import annotations
@@ -121,12 +122,15 @@ def chat_examples(records: list[Record], fmt: str, data_cfg: DataConfig, tokeniz
     formats; a row whose first target lies past ``max_len`` is dropped (with a warning): it teaches nothing.
     """
     _, template = chat_template_for(tokenizer, data_cfg)
+    bos = tokenizer.bos_token_id
     out, truncated, dropped = [], 0, 0
     for rec in records:
         try:
             ids, spans = assistant_spans(conversation(rec.row, sharegpt=fmt == "sharegpt"), tokenizer, template)
         except LmforgeError as e:
             raise LmforgeError(f"{rec.where}: {e}") from None
+        if bos is not None and ids[:1] != [bos]:  # BOS once, as generation prompts start (chatml writes none)
+            ids, spans = [bos] + ids, [(s + 1, e + 1) for s, e in spans]
         if data_cfg.assistant_turns == "last":
             spans = spans[-1:]
         ex = assemble_chat(ids, spans, max_len, data_cfg.completion_only)
