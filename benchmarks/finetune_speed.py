@@ -9,6 +9,12 @@ of the steps after a warm-up, measured between step starts, so loading, saving a
 
     python benchmarks/finetune_speed.py --threads 1           # 3m preset, 3 rounds, the four arms below
     python benchmarks/finetune_speed.py --preset 10m --rounds 5 --arms hf:fp32 lmforge:auto
+
+An lmforge arm may name how batches are made, as a third part: ``lmforge:bf16:grouped`` (the default:
+length-grouped padded batches), ``lmforge:bf16:random`` (padded batches in random order, as most trainers
+default to) or ``lmforge:bf16:packed`` (data.packing: examples end to end in rows of the context):
+
+    python benchmarks/finetune_speed.py --context 512 --arms lmforge:bf16:random lmforge:bf16:grouped lmforge:bf16:packed
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="finetune_speed.json", help="file name under benchmarks/out/")
     p.add_argument("--arm", choices=["hf", "lmforge"], help=argparse.SUPPRESS)  # internal: run one arm
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="grouped", help=argparse.SUPPRESS)
     p.add_argument("--base", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -81,7 +88,8 @@ def run_config(args, work: Path):
             "data.train": shared_data("alpaca_gpt4_1k.json"), "data.format": "alpaca", "data.val_fraction": 0,
             "train.precision": args.precision, "train.batch_size": args.batch, "train.lr": 1e-3,
             "train.warmup_steps": 2, "train.max_steps": args.warmup + args.steps + 1, "train.weight_decay": 0.0,
-            "train.eval_every": 10**6, "train.save_every": 10**6, "train.log_every": 10, "sample.every": 10**6}
+            "train.eval_every": 10**6, "train.save_every": 10**6, "train.log_every": 10, "sample.every": 10**6,
+            "data.group_by_length": args.variant == "grouped", "data.packing": args.variant == "packed"}
     return load_config(None, [f"{k}={v}" for k, v in over.items()])
 
 
@@ -103,7 +111,7 @@ class StepClock:
 
 def arm_lmforge(args, work: Path) -> dict:
     from lmforge.train.finetune import load_base, stage_data
-    from lmforge.train.loop import train
+    from lmforge.train.loop import _real_tokens, train
     from lmforge.train.run import make_accelerator
 
     cfg = run_config(args, work)
@@ -115,7 +123,7 @@ def arm_lmforge(args, work: Path) -> dict:
     def timed_step(step):  # the loop asks for each step's batches first: a step start
         clock.starts.append(time.perf_counter())
         batches = inner(step)
-        clock.tokens.append(sum(int(b["attention_mask"].sum()) for b in batches))
+        clock.tokens.append(sum(_real_tokens(b) for b in batches))  # padding is not throughput
         return batches
 
     data.train_step = timed_step
@@ -182,7 +190,8 @@ def run_arm(args) -> None:
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     from lmforge.train.run import pick_precision
 
-    print("RESULT " + json.dumps({"arm": f"{args.arm}:{args.precision}", "computes_in": pick_precision(args.precision),
+    arm = f"{args.arm}:{args.precision}" + (f":{args.variant}" if args.arm == "lmforge" and args.variant != "grouped" else "")
+    print("RESULT " + json.dumps({"arm": arm, "computes_in": pick_precision(args.precision),
                                   "tokens_per_s": tok_s, "timed_s": seconds,
                                   "timed_steps": len(res["clock"].starts) - 1 - args.warmup,
                                   "peak_rss_mib": peak_mib, "mean_loss": res["mean_loss"]}))
@@ -191,8 +200,10 @@ def run_arm(args) -> None:
 # ---- the driver ---------------------------------------------------------------------------------
 
 def child(args, arm: str) -> dict:
-    framework, _, precision = arm.partition(":")
-    cmd = [sys.executable, __file__, "--arm", framework, "--precision", precision or "fp32", "--base", args.base] + [
+    parts = arm.split(":")
+    framework, precision, variant = parts[0], (parts[1:2] or ["fp32"])[0], (parts[2:3] or ["grouped"])[0]
+    cmd = [sys.executable, __file__, "--arm", framework, "--precision", precision, "--variant", variant,
+           "--base", args.base] + [
         f"--{k}={getattr(args, k)}" for k in ("preset", "context", "vocab", "batch", "steps", "warmup", "rank")] + (
         ["--hf-grouped"] if args.hf_grouped else [])
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
@@ -220,6 +231,10 @@ def compare(rows: list[dict]) -> dict:
     by = {r["arm"]: r for r in rows}
     pairs = {"defaults": ("lmforge:auto", "hf:fp32"), "fp32": ("lmforge:fp32", "hf:fp32"),
              "bf16": ("lmforge:bf16", "hf:bf16"), "auto_vs_hf_bf16": ("lmforge:auto", "hf:bf16")}
+    for prec in ("fp32", "bf16", "auto"):  # packing against padded random batches and length-grouped ones
+        pairs[f"packed_vs_random_{prec}"] = (f"lmforge:{prec}:packed", f"lmforge:{prec}:random")
+        pairs[f"packed_vs_grouped_{prec}"] = (f"lmforge:{prec}:packed", f"lmforge:{prec}")
+        pairs[f"packed_vs_hf_{prec}"] = (f"lmforge:{prec}:packed", f"hf:{prec}")
     out = {}
     for name, (ours, theirs) in pairs.items():
         if ours in by and theirs in by:

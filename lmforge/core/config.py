@@ -227,6 +227,8 @@ UNUSED = {
         "data.completion_only": "pretraining has no prompts to mask",
         "data.group_by_length": "pretraining packs text into full blocks",
         "data.packing": "pretraining packs text into full blocks already",
+        "data.chat_template": "pretraining reads plain text",
+        "data.assistant_turns": "pretraining reads plain text",
         "train.eval_task": "tasks are scored on fine-tuning validation rows",
         "train.eval_constrained": "tasks are scored on fine-tuning validation rows",
         "train.eval_max_new_tokens": "tasks are scored on fine-tuning validation rows",

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from lmforge.core.errors import LmforgeError
+from lmforge.data.chat import stop_ids
 from lmforge.generate.least_likely import least_likely_processors
 from lmforge.generate.constrained import json_logits_processor
 
@@ -41,7 +42,7 @@ def _hf_kwargs(s: GenerationSettings, tokenizer) -> dict:
     greedy = s.strategy == "greedy" or s.temperature == 0
     kw = dict(max_new_tokens=s.max_new_tokens, do_sample=not greedy,
               pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-              eos_token_id=tokenizer.eos_token_id)
+              eos_token_id=stop_ids(tokenizer) or None)  # EOS, and a chat template's end-of-turn token
     if not greedy:
         kw.update(temperature=s.temperature, top_k=s.top_k or 0, top_p=s.top_p or 1.0)
     return kw

@@ -14,7 +14,7 @@ from lmforge.core.config import DataConfig, load_config
 from lmforge.core.errors import LmforgeError
 from lmforge.data.formats import ALPACA_NO_INPUT, split_template, template_format
 
-WRAPPED_FORMATS = ("alpaca", "template", "chat")
+WRAPPED_FORMATS = ("alpaca", "template", "chat", "sharegpt")
 
 
 def run_format(model: str | Path) -> Optional[DataConfig]:
@@ -37,7 +37,7 @@ def wrap(prompt: str, data: DataConfig, tokenizer) -> str:
         row = {name: prompt for _, name, _, _ in pieces if name is not None}
         row[pieces[last][1]] = ""
         return template_format(row, template=data.template)[0]
-    if data.format == "chat":
+    if data.format in ("chat", "sharegpt"):
         return chat(prompt, tokenizer)
     return prompt
 

@@ -12,6 +12,7 @@ from lmforge.core.config import DataConfig, RunConfig
 from lmforge.core.errors import LmforgeError
 from lmforge.core.registry import OBJECTIVES
 from lmforge.data.batches import ExampleBatches, Layout
+from lmforge.data.chat import prepare_tokenizer
 from lmforge.data.examples import load_examples
 from lmforge.data.packing import PackedExamples
 from lmforge.data.text import load_text_splits
@@ -37,6 +38,8 @@ def load_base(cfg: RunConfig):
                                                 quantization_config=quant,
                                                 dtype=torch.bfloat16 if quant is not None else None)
     grew = ensure_pad(tokenizer)
+    # named chat templates bring their marker tokens, and the tokenizer keeps the template it is trained with
+    grew = prepare_tokenizer(tokenizer, cfg.data, *(st.data for st in cfg.stages)) or grew
     if hasattr(model, "peft_config"):
         raise LmforgeError(f"model.base={cfg.model.base} is a LoRA adapter; merge it first (lmforge export merge)")
     if grew or model.get_input_embeddings().weight.shape[0] < len(tokenizer):
