@@ -25,9 +25,14 @@ def shared_data(name: str) -> Path:
 
 def machine() -> dict:
     """What the figures were measured on, and how busy the machine was (other work skews timings)."""
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "load_average": [round(x, 2) for x in os.getloadavg()], "date": time.strftime("%Y-%m-%d %H:%M")}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
 
 
 def matmul_peaks(repeats: int = 3, seconds: float = 0.5, cpu_time: bool = False) -> dict:
@@ -76,15 +81,24 @@ def timed_pretrain(overrides: list[str], config: str | None = None) -> dict:
             config.write_text("name: run\n", encoding="utf-8")
         run_dir = load_config(config, overrides).run_dir
         t0 = time.time()
-        proc = subprocess.run([sys.executable, "-m", "lmforge.cli", "pretrain", str(config), *overrides],
-                              cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "lmforge.cli", "pretrain", str(config), *overrides],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
     if proc.returncode != 0:
         raise SystemExit(f"lmforge pretrain failed:\n{proc.stderr[-3000:]}")
     rows = read_metrics(run_dir)
     summary = next(r for r in reversed(rows) if "run_tokens_per_s" in r)
     evals = [r for r in rows if "val_loss" in r]
-    return {"run_dir": str(run_dir), "total_s": time.time() - t0, **summary,
-            "last_eval": evals[-1] if evals else {}, "first_loss": next((r["loss"] for r in rows if "loss" in r), None)}
+    return {
+        "run_dir": str(run_dir),
+        "total_s": time.time() - t0,
+        **summary,
+        "last_eval": evals[-1] if evals else {},
+        "first_loss": next((r["loss"] for r in rows if "loss" in r), None),
+    }
 
 
 def write_json(name: str, payload: dict) -> Path:
@@ -103,8 +117,18 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
         print("  ".join(cell(r, k, f).rjust(w) for (k, _, f), w in zip(columns, widths)))
 
 
-def bare_steps(preset: str, batch: int, *, bf16: bool = False, compile_mode: str = "", attn: str = "sdpa",
-               fused_adamw: bool = False, steps: int = 15, vocab: int = 128, cpu_time: bool = False) -> dict:
+def bare_steps(
+    preset: str,
+    batch: int,
+    *,
+    bf16: bool = False,
+    compile_mode: str = "",
+    attn: str = "sdpa",
+    fused_adamw: bool = False,
+    steps: int = 15,
+    vocab: int = 128,
+    cpu_time: bool = False,
+) -> dict:
     """Median seconds of a bare training step (forward, loss, backward, clip, AdamW) on random tokens.
 
     ``cpu_time`` times with the process's CPU clock: on a machine shared with other work it ranks
@@ -145,7 +169,19 @@ def bare_steps(preset: str, batch: int, *, bf16: bool = False, compile_mode: str
     times.sort()
     med = times[len(times) // 2]
     fpt = flops_per_token(model, T)
-    return {"preset": preset, "batch": batch, "context": T, "bf16": bf16, "compile": compile_mode or "off",
-            "attn": attn, "fused_adamw": fused_adamw, "clock": "cpu" if cpu_time else "wall", "warmup_s": warmup,
-            "step_s": med, "step_s_min": times[0], "step_s_max": times[-1],
-            "tokens_per_s": batch * T / med, "flops_per_s": fpt * batch * T / med}
+    return {
+        "preset": preset,
+        "batch": batch,
+        "context": T,
+        "bf16": bf16,
+        "compile": compile_mode or "off",
+        "attn": attn,
+        "fused_adamw": fused_adamw,
+        "clock": "cpu" if cpu_time else "wall",
+        "warmup_s": warmup,
+        "step_s": med,
+        "step_s_min": times[0],
+        "step_s_max": times[-1],
+        "tokens_per_s": batch * T / med,
+        "flops_per_s": fpt * batch * T / med,
+    }

@@ -57,32 +57,70 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="lmforge-mem-") as tmp:
         cfg = Path(tmp) / "c.yaml"
         cfg.write_text("name: base\n")
-        common = [f"out_dir={tmp}", f"log_dir={tmp}/logs", "train.report_to=none", "train.eval_every=1000",
-                  "train.save_every=1000", "sample.max_new_tokens=1", "train.warmup_steps=0"]
-        run(["pretrain", str(cfg), f"data.train={text}", f"model.preset={a.preset}", f"model.context={a.context}",
-             "tokenizer.vocab_size=256", "train.max_steps=1", "train.batch_size=1", *common])
+        common = [
+            f"out_dir={tmp}",
+            f"log_dir={tmp}/logs",
+            "train.report_to=none",
+            "train.eval_every=1000",
+            "train.save_every=1000",
+            "sample.max_new_tokens=1",
+            "train.warmup_steps=0",
+        ]
+        run(
+            [
+                "pretrain",
+                str(cfg),
+                f"data.train={text}",
+                f"model.preset={a.preset}",
+                f"model.context={a.context}",
+                "tokenizer.vocab_size=256",
+                "train.max_steps=1",
+                "train.batch_size=1",
+                *common,
+            ]
+        )
         for arm in ("plain", "gradient checkpointing"):
             name = "ckpt" if arm != "plain" else "plain"
-            over = [f"name={name}", f"model.base={tmp}/base/model", f"data.train={text}", "data.format=text",
-                    f"model.context={a.context}", f"train.batch_size={a.batch_size}", f"train.max_steps={a.steps}",
-                    "train.log_every=1", f"train.gradient_checkpointing={arm != 'plain'}", *common]
+            over = [
+                f"name={name}",
+                f"model.base={tmp}/base/model",
+                f"data.train={text}",
+                "data.format=text",
+                f"model.context={a.context}",
+                f"train.batch_size={a.batch_size}",
+                f"train.max_steps={a.steps}",
+                "train.log_every=1",
+                f"train.gradient_checkpointing={arm != 'plain'}",
+                *common,
+            ]
             if a.lora:
                 over += ["lora.method=lora", "lora.r=16"]
             peak = run(["finetune", str(cfg), *over])
             derived = json.loads((Path(tmp) / name / "derived.json").read_text())
             steps = [r for r in read_metrics(Path(tmp) / name) if "loss" in r]
-            rows.append({"arm": arm, **peak, "estimate_bytes": derived["memory"]["total"],
-                         "tokens_per_s": sum(r["tokens_per_s"] for r in steps[1:]) / max(len(steps) - 1, 1),
-                         "precision": derived["precision"], "params": derived["params"]})
+            rows.append(
+                {
+                    "arm": arm,
+                    **peak,
+                    "estimate_bytes": derived["memory"]["total"],
+                    "tokens_per_s": sum(r["tokens_per_s"] for r in steps[1:]) / max(len(steps) - 1, 1),
+                    "precision": derived["precision"],
+                    "params": derived["params"],
+                }
+            )
     base = rows[0]
     key = "cuda_bytes" if "cuda_bytes" in base else "rss_bytes"
-    print(f"context {a.context}, batch {a.batch_size}, preset {a.preset}{' + LoRA' if a.lora else ''}, "
-          f"{a.steps} steps; peak = {'GPU memory' if key == 'cuda_bytes' else 'process RSS'}")
+    print(
+        f"context {a.context}, batch {a.batch_size}, preset {a.preset}{' + LoRA' if a.lora else ''}, "
+        f"{a.steps} steps; peak = {'GPU memory' if key == 'cuda_bytes' else 'process RSS'}"
+    )
     print("| arm | peak GiB | estimate GiB | tokens/s | peak vs plain | step time vs plain |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['arm']} | {r[key] / 2**30:.2f} | {r['estimate_bytes'] / 2**30:.2f} | {r['tokens_per_s']:,.0f} | "
-              f"{r[key] / base[key] - 1:+.0%} | {base['tokens_per_s'] / r['tokens_per_s'] - 1:+.0%} |")
+        print(
+            f"| {r['arm']} | {r[key] / 2**30:.2f} | {r['estimate_bytes'] / 2**30:.2f} | {r['tokens_per_s']:,.0f} | "
+            f"{r[key] / base[key] - 1:+.0%} | {base['tokens_per_s'] / r['tokens_per_s'] - 1:+.0%} |"
+        )
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / a.out).write_text(json.dumps({"machine": machine(), "args": vars(a), "rows": rows}, indent=1))
     print(f"wrote {OUT / a.out}")

@@ -37,15 +37,25 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=None, help="sequences per step (default: per preset)")
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--data", default=None, help="corpus (default: ../shared/data/tinyshakespeare.txt)")
-    p.add_argument("--bare", action="store_true",
-                   help="rank speed options (bf16, compile, attention, fused AdamW) on a bare step, by CPU time")
+    p.add_argument(
+        "--bare",
+        action="store_true",
+        help="rank speed options (bf16, compile, attention, fused AdamW) on a bare step, by CPU time",
+    )
     p.add_argument("--out", default=None, help="file name under benchmarks/out/")
     return p.parse_args(argv)
 
 
 # The options ranked by --bare, each against the default step (fp32, eager, sdpa, foreach AdamW).
-BARE_OPTIONS = [{}, {"bf16": True}, {"compile_mode": "default"}, {"bf16": True, "compile_mode": "default"},
-                {"compile_mode": "max-autotune-no-cudagraphs"}, {"attn": "eager"}, {"fused_adamw": True}]
+BARE_OPTIONS = [
+    {},
+    {"bf16": True},
+    {"compile_mode": "default"},
+    {"bf16": True, "compile_mode": "default"},
+    {"compile_mode": "max-autotune-no-cudagraphs"},
+    {"attn": "eager"},
+    {"fused_adamw": True},
+]
 
 
 def bare(args) -> int:
@@ -56,12 +66,27 @@ def bare(args) -> int:
             r = bare_steps(preset, args.batch or BATCH[preset], cpu_time=True, **opt)
             r["gflops"] = r["flops_per_s"] / 1e9
             rows.append(r)
-            print(f"  {preset} {opt or 'default'}: {r['step_s'] * 1e3:.0f} ms/step, {r['gflops']:.1f} GFLOP/s "
-                  f"(warm-up {r['warmup_s']:.0f} s)", flush=True)
-    print_table(rows, [("preset", "preset", ""), ("batch", "batch", "d"), ("bf16", "bf16", ""),
-                       ("compile", "compile", ""), ("attn", "attn", ""), ("fused_adamw", "fused", ""),
-                       ("step_s", "s/step", ".3f"), ("step_s_min", "min", ".3f"), ("step_s_max", "max", ".3f"),
-                       ("gflops", "GFLOP/s", ".1f"), ("warmup_s", "warm-up s", ".0f")])
+            print(
+                f"  {preset} {opt or 'default'}: {r['step_s'] * 1e3:.0f} ms/step, {r['gflops']:.1f} GFLOP/s "
+                f"(warm-up {r['warmup_s']:.0f} s)",
+                flush=True,
+            )
+    print_table(
+        rows,
+        [
+            ("preset", "preset", ""),
+            ("batch", "batch", "d"),
+            ("bf16", "bf16", ""),
+            ("compile", "compile", ""),
+            ("attn", "attn", ""),
+            ("fused_adamw", "fused", ""),
+            ("step_s", "s/step", ".3f"),
+            ("step_s_min", "min", ".3f"),
+            ("step_s_max", "max", ".3f"),
+            ("gflops", "GFLOP/s", ".1f"),
+            ("warmup_s", "warm-up s", ".0f"),
+        ],
+    )
     path = write_json(args.out or "pretrain_bare.json", {"machine": machine(), "rows": rows})
     print(f"\nwrote {path}")
     return 0
@@ -73,24 +98,50 @@ def run_cell(preset: str, precision: str, compiled: bool, args, work: Path, toke
 
     name = f"{preset}-{precision}-{'compile' if compiled else 'eager'}"
     batch = args.batch or BATCH[preset]
-    over = [f"name={name}", f"out_dir={work / 'runs'}", f"log_dir={work / 'logs'}", f"data.train={args.data}",
-            "data.val_fraction=0.1", "tokenizer.vocab_size=128", f"model.preset={preset}",
-            f"train.batch_size={batch}", f"train.precision={precision}", f"train.compile={str(compiled).lower()}",
-            "train.max_steps=1000000", f"train.max_time_s={args.seconds}", "train.warmup_steps=20",
-            f"train.eval_every={args.eval_every}", "train.eval_batches=8", "train.log_every=10",
-            "train.save_every=1000000", "sample.every=1000", "sample.max_new_tokens=64"]
+    over = [
+        f"name={name}",
+        f"out_dir={work / 'runs'}",
+        f"log_dir={work / 'logs'}",
+        f"data.train={args.data}",
+        "data.val_fraction=0.1",
+        "tokenizer.vocab_size=128",
+        f"model.preset={preset}",
+        f"train.batch_size={batch}",
+        f"train.precision={precision}",
+        f"train.compile={str(compiled).lower()}",
+        "train.max_steps=1000000",
+        f"train.max_time_s={args.seconds}",
+        "train.warmup_steps=20",
+        f"train.eval_every={args.eval_every}",
+        "train.eval_batches=8",
+        "train.log_every=10",
+        "train.save_every=1000000",
+        "sample.every=1000",
+        "sample.max_new_tokens=64",
+    ]
     if tokenizer:
         over.append(f"tokenizer.path={tokenizer}")
     r = timed_pretrain(over)
     model = load_pretrained(Path(r["run_dir"]) / "model")
     context = model.config.max_position_embeddings
     fpt = flops_per_token(model, context)
-    return {"preset": preset, "precision": precision, "compile": "on" if compiled else "off", "batch": batch,
-            "context": context, "params": sum(p.numel() for p in model.parameters()), "flops_per_token": fpt,
-            "steps": r["run_steps"], "run_time_s": r["run_time_s"], "tokens_per_s": r["run_tokens_per_s"],
-            "run_cpu_s": r["run_cpu_s"], "tokens_per_cpu_s": r["run_tokens"] / max(r["run_cpu_s"], 1e-9),
-            "flops_per_s": r["run_tokens_per_s"] * fpt, "val_loss": r["last_eval"].get("val_loss"),
-            "run_dir": r["run_dir"]}
+    return {
+        "preset": preset,
+        "precision": precision,
+        "compile": "on" if compiled else "off",
+        "batch": batch,
+        "context": context,
+        "params": sum(p.numel() for p in model.parameters()),
+        "flops_per_token": fpt,
+        "steps": r["run_steps"],
+        "run_time_s": r["run_time_s"],
+        "tokens_per_s": r["run_tokens_per_s"],
+        "run_cpu_s": r["run_cpu_s"],
+        "tokens_per_cpu_s": r["run_tokens"] / max(r["run_cpu_s"], 1e-9),
+        "flops_per_s": r["run_tokens_per_s"] * fpt,
+        "val_loss": r["last_eval"].get("val_loss"),
+        "run_dir": r["run_dir"],
+    }
 
 
 def main(argv=None) -> int:
@@ -101,8 +152,11 @@ def main(argv=None) -> int:
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, load {info['load_average']}")
     peaks, cpu_peaks = matmul_peaks(), matmul_peaks(cpu_time=True)
-    print(f"matmul peaks: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s; per CPU-second: "
-          f"fp32 {cpu_peaks['fp32'] / 1e9:.0f}, bf16 {cpu_peaks['bf16'] / 1e9:.0f}")
+    print(
+        f"matmul peaks: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s; "
+        "per CPU-second: "
+        f"fp32 {cpu_peaks['fp32'] / 1e9:.0f}, bf16 {cpu_peaks['bf16'] / 1e9:.0f}"
+    )
     rows, tokenizer = [], None
     with tempfile.TemporaryDirectory(prefix="lmforge-speed-") as tmp:
         for preset in args.presets:
@@ -121,19 +175,41 @@ def main(argv=None) -> int:
                     row["mfu_cpu"] = row["gflops_per_cpu_s"] * 1e9 / cpu_peaks[precision]
                     row["wall_s"] = time.time() - t0
                     rows.append(row)
-                    print(f"  {preset} {precision} compile={c}: {row['tokens_per_s']:,.0f} tok/s, "
-                          f"{row['gflops']:.1f} GFLOP/s, MFU {row['mfu']:.0%} ({row['steps']} steps)", flush=True)
+                    print(
+                        f"  {preset} {precision} compile={c}: {row['tokens_per_s']:,.0f} tok/s, "
+                        f"{row['gflops']:.1f} GFLOP/s, MFU {row['mfu']:.0%} ({row['steps']} steps)",
+                        flush=True,
+                    )
     print()
-    print_table(rows, [("preset", "preset", ""), ("precision", "precision", ""), ("compile", "compile", ""),
-                       ("batch", "batch", "d"), ("context", "ctx", "d"), ("steps", "steps", "d"),
-                       ("tokens_per_s", "tok/s", ",.0f"), ("gflops", "GFLOP/s", ".1f"),
-                       ("mfu", "MFU(own)", ".1%"), ("mfu_bf16", "MFU(bf16)", ".1%"), ("vs_nanogpt", "x nanoGPT", ".2f"),
-                       ("gflops_per_cpu_s", "GFLOP/CPU-s", ".1f"), ("mfu_cpu", "MFU(CPU clock)", ".1%"),
-                       ("val_loss", "val loss", ".3f")])
+    print_table(
+        rows,
+        [
+            ("preset", "preset", ""),
+            ("precision", "precision", ""),
+            ("compile", "compile", ""),
+            ("batch", "batch", "d"),
+            ("context", "ctx", "d"),
+            ("steps", "steps", "d"),
+            ("tokens_per_s", "tok/s", ",.0f"),
+            ("gflops", "GFLOP/s", ".1f"),
+            ("mfu", "MFU(own)", ".1%"),
+            ("mfu_bf16", "MFU(bf16)", ".1%"),
+            ("vs_nanogpt", "x nanoGPT", ".2f"),
+            ("gflops_per_cpu_s", "GFLOP/CPU-s", ".1f"),
+            ("mfu_cpu", "MFU(CPU clock)", ".1%"),
+            ("val_loss", "val loss", ".3f"),
+        ],
+    )
     for r in rows:
         r.pop("run_dir")
-    payload = {"machine": info, "peaks": peaks, "peaks_per_cpu_s": cpu_peaks, "seconds": args.seconds, "rows": rows,
-               "load_average_after": machine()["load_average"]}
+    payload = {
+        "machine": info,
+        "peaks": peaks,
+        "peaks_per_cpu_s": cpu_peaks,
+        "seconds": args.seconds,
+        "rows": rows,
+        "load_average_after": machine()["load_average"],
+    }
     path = write_json(args.out or "pretrain_speed.json", payload)
     print(f"\nwrote {path}")
     return 0

@@ -63,11 +63,22 @@ BOOKS = (
     # Arthur Quiller-Couch (ed.), The Oxford Book of English Verse 1250-1900 (1900): 883 poems in
     # chronological order, each opening with its first word in capitals. The editor's preface
     # (rows before the first poem) is left out.
-    Book("The Oxford Book of English Verse 1250-1900", 494714, 523189,
-         "SUMER is icumen in,", "But the glory of the Lord is all in all."),
+    Book(
+        "The Oxford Book of English Verse 1250-1900",
+        494714,
+        523189,
+        "SUMER is icumen in,",
+        "But the glory of the Lord is all in all.",
+    ),
     # John Milton, Paradise Lost (1674), all twelve books, in modernised spelling.
-    Book("Paradise Lost", 15825, 26338, PARADISE_LOST_BOOKS[0],
-         "Through Eden took their solitary way.", split=PARADISE_LOST_BOOKS),
+    Book(
+        "Paradise Lost",
+        15825,
+        26338,
+        PARADISE_LOST_BOOKS[0],
+        "Through Eden took their solitary way.",
+        split=PARADISE_LOST_BOOKS,
+    ),
 )
 
 # Lines that are the book's apparatus, not verse: dates of anonymous poems ("Anonymous. 16th Cent."),
@@ -187,10 +198,12 @@ def split_at(rows: list[str], openings: tuple[str, ...]) -> list[list[str]]:
 
 def book_poems(all_rows: list[str], book: Book) -> list[list[str]]:
     """The book's poems (lists of lines), after checking that its rows hold what we expect."""
-    rows = all_rows[book.first_row: book.last_row + 1]
+    rows = all_rows[book.first_row : book.last_row + 1]
     if rows[0] != book.first_line or rows[-1] != book.last_line:
-        raise SystemExit(f"{book.title}: rows {book.first_row}..{book.last_row} do not hold the book "
-                         f"(found {rows[0]!r} ... {rows[-1]!r})")
+        raise SystemExit(
+            f"{book.title}: rows {book.first_row}..{book.last_row} do not hold the book "
+            f"(found {rows[0]!r} ... {rows[-1]!r})"
+        )
     rows = [re.sub(r"\s+", " ", r).strip() for r in rows]  # Gutenberg's double spaces after stops
     poems = split_dropcap(rows) if book.split == "dropcap" else split_at(rows, book.split)
     return [p for p in poems if p]
@@ -210,18 +223,21 @@ def main() -> int:
     poems = []
     for book in BOOKS:
         got = book_poems(rows, book)
-        print(f"{book.title}: {len(got)} poems, {sum(map(len, got))} lines, "
-              f"{len(render(got).encode()):,} bytes")
+        print(f"{book.title}: {len(got)} poems, {sum(map(len, got))} lines, {len(render(got).encode()):,} bytes")
         poems += got
     text = render(poems)
     # mtime=0 and no file name in the header: the same input gives the same bytes.
-    with open(args.out, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                                    compresslevel=9, mtime=0) as gz:
+    with (
+        open(args.out, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz,
+    ):
         gz.write(text.encode("utf-8"))
     data = text.encode("utf-8")
-    print(f"wrote {args.out}: {len(poems)} poems, {text.count(chr(10)) - len(poems) + 1} lines, "
-          f"{len(data):,} bytes of text (sha256 {hashlib.sha256(data).hexdigest()}), "
-          f"{args.out.stat().st_size:,} bytes gzipped")
+    print(
+        f"wrote {args.out}: {len(poems)} poems, {text.count(chr(10)) - len(poems) + 1} lines, "
+        f"{len(data):,} bytes of text (sha256 {hashlib.sha256(data).hexdigest()}), "
+        f"{args.out.stat().st_size:,} bytes gzipped"
+    )
     return 0
 
 

@@ -42,20 +42,25 @@ def test_a_shifted_range_matches_its_question(monkeypatch):
 
 
 def test_runs_of_whole_cantos_shift_by_their_ends():
-    row = _row("the Jefferson Cantos (cantos 31–34, 62–71)",
-               [{"canto": c, "lines": []} for c in [31, 32, 33, 34] + list(range(62, 72))])
+    row = _row(
+        "the Jefferson Cantos (cantos 31–34, 62–71)",
+        [{"canto": c, "lines": []} for c in [31, 32, 33, 34] + list(range(62, 72))],
+    )
     v = aug.shift_row(row, aug.random.Random(0), swap=0.0)
     nums = [int(x) for x in common.NUMBER.findall(v["input"])]
     cantos = [r["canto"] for r in json.loads(v["output"])["references"]]
     assert cantos == list(range(nums[0], nums[1] + 1)) + list(range(nums[2], nums[3] + 1))
 
 
-@pytest.mark.parametrize("row", [
-    _row("What is the first line of Canto I?", [{"canto": 1, "lines": [1]}]),  # "first" is a word
-    _row("the last 5 lines of Canto IV", [{"canto": 4, "lines": [-5, -4, -3, -2, -1]}]),  # from the end
-    _row("Every Pisan Canto", [{"canto": 74, "lines": []}]),  # needs knowledge, not a numeral
-    _row("Pound describes these talks in The Cantos", []),
-])
+@pytest.mark.parametrize(
+    "row",
+    [
+        _row("What is the first line of Canto I?", [{"canto": 1, "lines": [1]}]),  # "first" is a word
+        _row("the last 5 lines of Canto IV", [{"canto": 4, "lines": [-5, -4, -3, -2, -1]}]),  # from the end
+        _row("Every Pisan Canto", [{"canto": 74, "lines": []}]),  # needs knowledge, not a numeral
+        _row("Pound describes these talks in The Cantos", []),
+    ],
+)
 def test_rows_whose_answer_is_not_spelled_in_numerals_are_not_varied(row):
     assert aug.shift_row(row, aug.random.Random(0)) is None
 
@@ -65,8 +70,10 @@ def test_files_hold_only_training_rows(tmp_path):
     src = tmp_path / "rows.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert aug.main([str(src), "--out", str(tmp_path / "out"), "--copies", "3"]) == 0
-    read = {n: [json.loads(x) for x in (tmp_path / "out" / f"{n}.jsonl").read_text().splitlines()]
-            for n in ("train", "variants", "val")}
+    read = {
+        n: [json.loads(x) for x in (tmp_path / "out" / f"{n}.jsonl").read_text().splitlines()]
+        for n in ("train", "variants", "val")
+    }
     test_inputs = {r["input"] for r in split_rows(rows, "test")}
     held = {r["input"] for r in read["val"]}
     assert len(read["train"]) + len(read["val"]) == len(split_rows(rows, "train"))
@@ -82,4 +89,3 @@ def test_variants_too_long_for_the_context_are_dropped(tiny_tokenizer, tmp_path)
     kept = aug.fitting([short, long], str(tmp_path / "tok"), 128)
     assert kept == [short]
     assert aug.fitting([short, long], str(tmp_path / "tok"), 100_000) == [short, long]
-

@@ -16,9 +16,12 @@ from lmforge.data.formats import ALPACA_NO_INPUT
 SYSTEM = "Be brief."
 TURNS = [("Name a sea.", "The North Sea."), ("Another one?", "The calm sea."), ("And a poet?", "Verlaine.")]
 MESSAGES = [{"role": "system", "content": SYSTEM}] + [
-    m for q, a in TURNS for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
-SHAREGPT = {"conversations": [{"from": "system", "value": SYSTEM}] + [
-    t for q, a in TURNS for t in ({"from": "human", "value": q}, {"from": "gpt", "value": a})]}
+    m for q, a in TURNS for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})
+]
+SHAREGPT = {
+    "conversations": [{"from": "system", "value": SYSTEM}]
+    + [t for q, a in TURNS for t in ({"from": "human", "value": q}, {"from": "gpt", "value": a})]
+}
 END = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>", "zephyr": "</s>", "alpaca": "</s>"}
 
 
@@ -94,14 +97,16 @@ def test_assistant_header_is_context(tmp_path, tiny_tokenizer):
     ex, tok = one_example(tmp_path, tiny_tokenizer, chat_template="chatml")
     header = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
     for s, _ in ex["spans"]:
-        assert ex["input_ids"][s - len(header):s] == header
-        assert ex["labels"][s - len(header):s] == [IGNORE] * len(header)
+        assert ex["input_ids"][s - len(header) : s] == header
+        assert ex["labels"][s - len(header) : s] == [IGNORE] * len(header)
 
 
 def test_template_without_generation_markers_is_split_by_prefixes(tmp_path, tiny_tokenizer):
     # a tokenizer's own template that ends each turn with EOS and has no {% generation %}
-    own = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>\n{% endfor %}"
-           "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    own = (
+        "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
     tok = copy.deepcopy(tiny_tokenizer)
     tok.chat_template = own
     path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": MESSAGES}])
@@ -129,9 +134,15 @@ def test_sharegpt_gives_the_same_tokens_as_messages(tmp_path, tiny_tokenizer, fm
 
 
 def test_sharegpt_roles_and_system_column():
-    rows = {"system": "Be brief.", "conversations": [
-        {"from": "human", "value": "a"}, {"from": "function_call", "value": "{}"},
-        {"from": "observation", "value": "b"}, {"from": "chatgpt", "value": "c"}]}
+    rows = {
+        "system": "Be brief.",
+        "conversations": [
+            {"from": "human", "value": "a"},
+            {"from": "function_call", "value": "{}"},
+            {"from": "observation", "value": "b"},
+            {"from": "chatgpt", "value": "c"},
+        ],
+    }
     assert [m["role"] for m in conversation(rows)] == ["system", "user", "assistant", "tool", "assistant"]
     assert conversation({"conversations": json.dumps(SHAREGPT["conversations"])}) == MESSAGES  # CSV cells
 
@@ -171,14 +182,19 @@ def test_named_templates_render_the_published_formats(tiny_tokenizer):
     def render(name, messages=two, **kw):
         return tiny_tokenizer.apply_chat_template(messages, tokenize=False, chat_template=TEMPLATES[name], **kw)
 
-    assert render("chatml") == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nName a sea.<|im_end|>\n"
-                                "<|im_start|>assistant\nThe North Sea.<|im_end|>\n")
+    assert render("chatml") == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nName a sea.<|im_end|>\n"
+        "<|im_start|>assistant\nThe North Sea.<|im_end|>\n"
+    )
     assert render("chatml", two[:2], add_generation_prompt=True).endswith("<|im_end|>\n<|im_start|>assistant\n")
-    assert render("llama3") == ("<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
-                                "<|start_header_id|>user<|end_header_id|>\n\nName a sea.<|eot_id|>"
-                                "<|start_header_id|>assistant<|end_header_id|>\n\nThe North Sea.<|eot_id|>")
-    assert render("zephyr") == ("<|system|>\nBe brief.</s>\n<|user|>\nName a sea.</s>\n"
-                                "<|assistant|>\nThe North Sea.</s>\n")
+    assert render("llama3") == (
+        "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nName a sea.<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nThe North Sea.<|eot_id|>"
+    )
+    assert render("zephyr") == (
+        "<|system|>\nBe brief.</s>\n<|user|>\nName a sea.</s>\n<|assistant|>\nThe North Sea.</s>\n"
+    )
     assert render("zephyr", two[:2], add_generation_prompt=True).endswith("</s>\n<|assistant|>\n")
     # one alpaca turn is the Stanford prompt, as data.format=alpaca writes it
     stanford = ALPACA_NO_INPUT.format(instruction="Name a sea.")
@@ -226,21 +242,24 @@ def test_a_cut_conversation_keeps_whole_turns_and_drops_rows_past_the_context(tm
     train, _ = load_examples(chat_cfg(path, chat_template="chatml"), tok, last_start + 2, seed=0)
     assert len(train) == 1 and "1 conversations dropped" in caplog.text  # the long one teaches nothing
     ex = train[0]
-    assert ex["row"] == rows[0] and ex["input_ids"] == whole["input_ids"][:last_start + 2]
+    assert ex["row"] == rows[0] and ex["input_ids"] == whole["input_ids"][: last_start + 2]
     assert ex["spans"] == whole["spans"][:2] + [(last_start, last_start + 2)]
     assert [ex["input_ids"][e - 1] for _, e in ex["spans"][:2]] == [end, end]  # whole turns keep their end
-    assert end not in trained(ex)[-2:] and trained(ex) == trained(whole)[:len(trained(ex))]
+    assert end not in trained(ex)[-2:] and trained(ex) == trained(whole)[: len(trained(ex))]
 
 
 # ---------------------------------------------------------------- the other formats are as they were
 
 
-@pytest.mark.parametrize("fmt,row,prompt,completion", [
-    ("alpaca", {"instruction": "Add.", "output": "5"}, ALPACA_NO_INPUT.format(instruction="Add."), "5"),
-    ("prompt_completion", {"prompt": "Q: a\nA: ", "completion": "b"}, "Q: a\nA: ", "b"),
-    ("template", {"input": "q", "output": "[]"}, '### Question: "q"\n ### Answer: ', "[]"),
-    ("text", {"text": "Le vent se lève."}, "", "Le vent se lève."),
-])
+@pytest.mark.parametrize(
+    "fmt,row,prompt,completion",
+    [
+        ("alpaca", {"instruction": "Add.", "output": "5"}, ALPACA_NO_INPUT.format(instruction="Add."), "5"),
+        ("prompt_completion", {"prompt": "Q: a\nA: ", "completion": "b"}, "Q: a\nA: ", "b"),
+        ("template", {"input": "q", "output": "[]"}, '### Question: "q"\n ### Answer: ', "[]"),
+        ("text", {"text": "Le vent se lève."}, "", "Le vent se lève."),
+    ],
+)
 def test_other_formats_keep_their_examples(tmp_path, tiny_tokenizer, fmt, row, prompt, completion):
     tok = tiny_tokenizer
     path = write_jsonl(tmp_path / "rows.jsonl", [row])
@@ -249,5 +268,10 @@ def test_other_formats_keep_their_examples(tmp_path, tiny_tokenizer, fmt, row, p
     (ex,), _ = load_examples(cfg, tok, 512, seed=0)
     p = [tok.bos_token_id] + (tok(prompt, add_special_tokens=False)["input_ids"] if prompt else [])
     c = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    assert ex == {"input_ids": p + c, "labels": [IGNORE] * len(p) + c, "prompt": prompt, "completion": completion,
-                  "row": row}
+    assert ex == {
+        "input_ids": p + c,
+        "labels": [IGNORE] * len(p) + c,
+        "prompt": prompt,
+        "completion": completion,
+        "row": row,
+    }

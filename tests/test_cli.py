@@ -13,8 +13,9 @@ from tests.conftest import VERSE
 
 
 def lmforge(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "lmforge.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 def test_help_lists_commands():
@@ -32,9 +33,20 @@ def corpus(tmp_path):
 
 
 def _tiny(tmp_path, corpus, *extra):
-    return [f"data.train={corpus}", f"out_dir={tmp_path / 'runs'}", f"log_dir={tmp_path / 'logs'}",
-            "tokenizer.vocab_size=128", "model.preset=tiny", "model.context=64", "train.batch_size=8",
-            "train.lr=3e-3", "train.warmup_steps=5", "train.log_every=5", "sample.max_new_tokens=8", *extra]
+    return [
+        f"data.train={corpus}",
+        f"out_dir={tmp_path / 'runs'}",
+        f"log_dir={tmp_path / 'logs'}",
+        "tokenizer.vocab_size=128",
+        "model.preset=tiny",
+        "model.context=64",
+        "train.batch_size=8",
+        "train.lr=3e-3",
+        "train.warmup_steps=5",
+        "train.log_every=5",
+        "sample.max_new_tokens=8",
+        *extra,
+    ]
 
 
 def _config(tmp_path, text="name: t\n"):
@@ -43,14 +55,17 @@ def _config(tmp_path, text="name: t\n"):
     return p
 
 
-@pytest.mark.parametrize("setup,expected", [
-    (lambda d: [f"data.train={d / 'missing.txt'}"], "data file not found"),
-    (lambda d: [f"data.train={(d / 'empty.txt').absolute()}"], "the corpus is empty"),
-    (lambda d: [f"data.train={d / 'latin1.txt'}"], "latin1.txt:2: not UTF-8"),
-    (lambda d: ["train.learnig_rate=1"], "did you mean 'train.lr'"),
-    (lambda d: ["train.lr=-0.1"], "config key 'train.lr'"),
-    (lambda d: ["model.preset=huge"], "unknown preset 'huge'"),
-])
+@pytest.mark.parametrize(
+    "setup,expected",
+    [
+        (lambda d: [f"data.train={d / 'missing.txt'}"], "data file not found"),
+        (lambda d: [f"data.train={(d / 'empty.txt').absolute()}"], "the corpus is empty"),
+        (lambda d: [f"data.train={d / 'latin1.txt'}"], "latin1.txt:2: not UTF-8"),
+        (lambda d: ["train.learnig_rate=1"], "did you mean 'train.lr'"),
+        (lambda d: ["train.lr=-0.1"], "config key 'train.lr'"),
+        (lambda d: ["model.preset=huge"], "unknown preset 'huge'"),
+    ],
+)
 def test_bad_input_is_one_line_without_traceback(tmp_path, setup, expected):
     (tmp_path / "empty.txt").write_text("  \n")
     (tmp_path / "latin1.txt").write_bytes("ok\nd\xe9j\xe0 vu\n".encode("latin-1"))
@@ -65,11 +80,16 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, setup, expected):
 def test_pretrain_cli_loss_falls_and_outputs_load(tmp_path, corpus):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    code = main(["pretrain", str(_config(tmp_path, "name: poet\n")),
-                 *_tiny(tmp_path, corpus, "train.max_steps=60", "train.eval_every=20", "train.save_every=20")])
+    code = main(
+        [
+            "pretrain",
+            str(_config(tmp_path, "name: poet\n")),
+            *_tiny(tmp_path, corpus, "train.max_steps=60", "train.eval_every=20", "train.save_every=20"),
+        ]
+    )
     assert code == 0
     run = tmp_path / "runs" / "poet"
-    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     vals = [r["val_loss"] for r in rows if "val_loss" in r]
     assert losses[-1] < losses[0] - 1.0 and vals[-1] < vals[0]
@@ -94,7 +114,7 @@ def test_pretrain_cli_loss_falls_and_outputs_load(tmp_path, corpus):
 
     # resume continues from the last checkpoint to a longer schedule
     assert main(["resume", str(run), "train.max_steps=70"]) == 0
-    steps = [json.loads(l).get("step") for l in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(ln).get("step") for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 70
 
 

@@ -10,9 +10,15 @@ def test_overrides_are_typed_yaml_scalars(tmp_path):
     assert [s.path for s in cfg.data.train] == ["a.txt", "b.txt"]
 
 
-@pytest.mark.parametrize("key,bad,hint", [("train.learning_rate", "train.learning_rate", "train.lr"),
-                                          ("trian.lr", "trian", "train"), ("model.presett", "model.presett", "model.preset"),
-                                          ("lora.lora_alpha", "lora.lora_alpha", "lora.alpha")])
+@pytest.mark.parametrize(
+    "key,bad,hint",
+    [
+        ("train.learning_rate", "train.learning_rate", "train.lr"),
+        ("trian.lr", "trian", "train"),
+        ("model.presett", "model.presett", "model.preset"),
+        ("lora.lora_alpha", "lora.lora_alpha", "lora.alpha"),
+    ],
+)
 def test_unknown_key_suggests(key, bad, hint):
     with pytest.raises(LmforgeError) as e:
         load_config(None, [f"{key}=1"])
@@ -40,12 +46,18 @@ def test_override_starting_with_hash_is_text_not_a_comment():
     assert cfg.data.template.startswith("### Question") and cfg.model.base is None
 
 
-@pytest.mark.parametrize("command,override,key", [
-    ("pretrain", "lora.method=lora", "lora.method"), ("pretrain", "lora.r=8", "lora.r"),
-    ("pretrain", "train.eval_task=t.yaml", "train.eval_task"), ("pretrain", "data.completion_only=false",
-                                                                 "data.completion_only"),
-    ("finetune", "model.preset=3m", "model.preset"), ("finetune", "tokenizer.vocab_size=512", "tokenizer.vocab_size"),
-    ("finetune", "model.num_layers=4", "model.num_layers")])
+@pytest.mark.parametrize(
+    "command,override,key",
+    [
+        ("pretrain", "lora.method=lora", "lora.method"),
+        ("pretrain", "lora.r=8", "lora.r"),
+        ("pretrain", "train.eval_task=t.yaml", "train.eval_task"),
+        ("pretrain", "data.completion_only=false", "data.completion_only"),
+        ("finetune", "model.preset=3m", "model.preset"),
+        ("finetune", "tokenizer.vocab_size=512", "tokenizer.vocab_size"),
+        ("finetune", "model.num_layers=4", "model.num_layers"),
+    ],
+)
 def test_a_command_refuses_what_it_would_ignore(command, override, key):
     from lmforge.core.config import reject_unused
 

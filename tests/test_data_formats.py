@@ -57,8 +57,10 @@ def test_alpaca_with_and_without_input():
     prompt, completion = fmt("alpaca", row)
     assert prompt == ALPACA_WITH_INPUT.format(instruction="Add.", input="2 and 3") and completion == "5"
     assert prompt.endswith("### Input:\n2 and 3\n\n### Response:\n")
-    for no_input in ({"instruction": "Hi.", "input": "", "output": "Hello."},
-                     {"instruction": "Hi.", "output": "Hello."}):
+    for no_input in (
+        {"instruction": "Hi.", "input": "", "output": "Hello."},
+        {"instruction": "Hi.", "output": "Hello."},
+    ):
         prompt, completion = fmt("alpaca", no_input)
         assert prompt == ALPACA_NO_INPUT.format(instruction="Hi.") and "### Input" not in prompt
 
@@ -80,7 +82,8 @@ def test_template_completion_is_last_placeholder_and_after():
 
 def test_template_errors_name_file_line_and_column():
     assert error(fmt, "template", {"input": "q"}, template=SEED_TEMPLATE).startswith(
-        "rows.jsonl:7: missing column 'output'")
+        "rows.jsonl:7: missing column 'output'"
+    )
     assert "needs data.template" in error(fmt, "template", {"input": "q"})
     assert "no {column} placeholder" in error(fmt, "template", {"input": "q"}, template="no fields")
     assert "must name a column" in error(fmt, "template", {"input": "q"}, template="{} {0}")
@@ -120,8 +123,9 @@ def test_chat_errors(tiny_tokenizer):
     msg = error(fmt, "chat", {"messages": MESSAGES}, tokenizer=tiny_tokenizer)
     assert msg.startswith("rows.jsonl:7: format 'chat' needs a chat template") and "data.template" in msg
     ends_with_user = {"messages": MESSAGES[:2]}
-    assert "must end with an assistant turn" in error(fmt, "chat", ends_with_user, tokenizer=tiny_tokenizer,
-                                                       template=CHAT_TEMPLATE)
+    assert "must end with an assistant turn" in error(
+        fmt, "chat", ends_with_user, tokenizer=tiny_tokenizer, template=CHAT_TEMPLATE
+    )
     assert "missing column 'messages'" in error(fmt, "chat", {"text": "x"}, tokenizer=tiny_tokenizer)
 
 
@@ -141,8 +145,12 @@ def test_completion_only_labels_mask_exactly_the_prompt(tiny_tokenizer):
 
 def test_eos_is_the_last_label_and_never_masked(tiny_tokenizer):
     tok = tiny_tokenizer
-    for prompt, completion, only in [("Q: a\nA: ", "b", True), ("Q: a\nA: ", "", True), ("", "text", True),
-                                     ("Q: a\nA: ", "b", False)]:
+    for prompt, completion, only in [
+        ("Q: a\nA: ", "b", True),
+        ("Q: a\nA: ", "", True),
+        ("", "text", True),
+        ("Q: a\nA: ", "b", False),
+    ]:
         ex = tokenize_example(prompt, completion, tok, max_len=64, completion_only=only)
         assert ex["input_ids"][-1] == ex["labels"][-1] == tok.eos_token_id
         assert len(ex["input_ids"]) == len(ex["labels"])
@@ -201,8 +209,9 @@ def make_sources(tmp_path):
 
 def test_mixture_weights_give_counts(tmp_path, tiny_tokenizer):
     a, b = make_sources(tmp_path)
-    cfg = DataConfig(train=[{"path": a, "weight": 2.5}, {"path": b, "weight": 0.5}],
-                     format="prompt_completion", val_fraction=0.0)
+    cfg = DataConfig(
+        train=[{"path": a, "weight": 2.5}, {"path": b, "weight": 0.5}], format="prompt_completion", val_fraction=0.0
+    )
     train, val = load_examples(cfg, tiny_tokenizer, 64, seed=0)
     assert val == []
     by_source = Counter(ex["prompt"][0] for ex in train)
@@ -254,8 +263,7 @@ def test_val_sources_replace_the_split(tmp_path, tiny_tokenizer):
 
 def test_text_source_lines_are_all_target_examples(tmp_path, tiny_tokenizer):
     (tmp_path / "verse.txt").write_text("Le vent se lève.\n\nIl faut vivre.\n", encoding="utf-8")
-    cfg = DataConfig(train=[{"path": str(tmp_path / "verse.txt"), "format": "text"}],
-                     format="alpaca", val_fraction=0.0)
+    cfg = DataConfig(train=[{"path": str(tmp_path / "verse.txt"), "format": "text"}], format="alpaca", val_fraction=0.0)
     train, _ = load_examples(cfg, tiny_tokenizer, 64, seed=0)
     assert sorted(ex["completion"] for ex in train) == ["Il faut vivre.", "Le vent se lève."]
     for ex in train:
@@ -280,8 +288,12 @@ def test_pad_is_left_alone(tmp_path, tiny_tokenizer):
 def test_seed_cantos_data_through_the_seed_template(tiny_tokenizer):
     from conftest import DATA
 
-    cfg = DataConfig(train=[str(DATA / "cantos_rows.jsonl")], format="template",
-                     template=SEED_TEMPLATE.replace("\n", "\\n"), val_fraction=0.1)
+    cfg = DataConfig(
+        train=[str(DATA / "cantos_rows.jsonl")],
+        format="template",
+        template=SEED_TEMPLATE.replace("\n", "\\n"),
+        val_fraction=0.1,
+    )
     train, val = load_examples(cfg, tiny_tokenizer, 1024, seed=1337)  # room for the longest answer
     assert len(train) + len(val) == 12 and len(val) == 1  # round(12 * 0.1)
     for ex in train + val:

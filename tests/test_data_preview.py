@@ -13,8 +13,10 @@ from lmforge.data.preview import GREEN, first_fit_blocks, padded_fill, preview_d
 # characters the tiny tokenizer knows (no <unk> in the decoded text)
 CONVERSATION = [
     {"from": "system", "value": "Sois bref."},
-    {"from": "human", "value": "The sea?"}, {"from": "gpt", "value": "The sea is calm tonight."},
-    {"from": "human", "value": "And the tide?"}, {"from": "gpt", "value": "The tide is full."},
+    {"from": "human", "value": "The sea?"},
+    {"from": "gpt", "value": "The sea is calm tonight."},
+    {"from": "human", "value": "And the tide?"},
+    {"from": "gpt", "value": "The tide is full."},
 ]
 
 
@@ -22,13 +24,17 @@ CONVERSATION = [
 def chat_config(tmp_path, tiny_model_dir):
     rows = [{"conversations": CONVERSATION}] + [
         {"conversations": [{"from": "human", "value": f"Vivre {i}?"}, {"from": "gpt", "value": "Le vent " * i}]}
-        for i in range(1, 12)]
+        for i in range(1, 12)
+    ]
     data = tmp_path / "chat.json"
     data.write_text(json.dumps(rows), encoding="utf-8")
     cfg = tmp_path / "chat.yaml"
-    cfg.write_text(f"model:\n  base: {tiny_model_dir}\n  context: 128\n"
-                   f"data:\n  train: {data}\n  format: sharegpt\n  chat_template: chatml\n  val_fraction: 0.1\n"
-                   "train:\n  batch_size: 4\n", encoding="utf-8")
+    cfg.write_text(
+        f"model:\n  base: {tiny_model_dir}\n  context: 128\n"
+        f"data:\n  train: {data}\n  format: sharegpt\n  chat_template: chatml\n  val_fraction: 0.1\n"
+        "train:\n  batch_size: 4\n",
+        encoding="utf-8",
+    )
     return cfg
 
 
@@ -64,8 +70,10 @@ def test_preview_of_alpaca_rows_without_a_chat_template(tmp_path, tiny_model_dir
     data = tmp_path / "a.jsonl"
     data.write_text(json.dumps({"instruction": "Add.", "output": "5"}) + "\n", encoding="utf-8")
     cfg = tmp_path / "a.yaml"
-    cfg.write_text(f"model:\n  base: {tiny_model_dir}\ndata:\n  train: {data}\n  format: alpaca\n"
-                   "  val_fraction: 0\n", encoding="utf-8")
+    cfg.write_text(
+        f"model:\n  base: {tiny_model_dir}\ndata:\n  train: {data}\n  format: alpaca\n  val_fraction: 0\n",
+        encoding="utf-8",
+    )
     assert main(["data", "preview", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "esponse:\n[[5</s>]]" in out and "chat template" not in out  # "#" and "R" are <unk> here

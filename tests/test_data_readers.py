@@ -12,7 +12,7 @@ from lmforge.data.readers import read_records, read_rows
 
 ROWS = [
     {"instruction": "Say hi", "input": "", "output": "hi"},
-    {"instruction": "Quote, with \"quotes\"", "input": "two\nlines", "output": "é ü 漢"},
+    {"instruction": 'Quote, with "quotes"', "input": "two\nlines", "output": "é ü 漢"},
     {"instruction": "Last", "input": "x", "output": "y"},
 ]
 

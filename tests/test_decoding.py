@@ -12,9 +12,21 @@ from lmforge.model.vocab import is_well_formed, well_formed_mask
 NEG = float("-inf")
 
 
-@pytest.mark.parametrize("text,ok", [("a", True), (" the", True), ("é", True), ("x\n", True), (" ", False),
-                                     ("\n\n", False), ("", False), ("\ufffd", False), ("a\x00", False),
-                                     ("\u200b", False)])
+@pytest.mark.parametrize(
+    "text,ok",
+    [
+        ("a", True),
+        (" the", True),
+        ("é", True),
+        ("x\n", True),
+        (" ", False),
+        ("\n\n", False),
+        ("", False),
+        ("\ufffd", False),
+        ("a\x00", False),
+        ("\u200b", False),
+    ],
+)
 def test_is_well_formed(text, ok):
     assert is_well_formed(text) is ok
 
@@ -43,8 +55,14 @@ def test_well_formed_mask_of_a_tokenizer(tiny_tokenizer):
 
 
 def _generate(model, ids, processors, **kw):
-    return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
-                          logits_processor=LogitsProcessorList(processors), pad_token_id=0, **kw)
+    return model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=6,
+        logits_processor=LogitsProcessorList(processors),
+        pad_token_id=0,
+        **kw,
+    )
 
 
 def test_generate_emits_the_well_formed_argmin(tiny_model_dir, tiny_tokenizer):
@@ -54,17 +72,18 @@ def test_generate_emits_the_well_formed_argmin(tiny_model_dir, tiny_tokenizer):
     ids = torch.tensor([tiny_tokenizer("The sea is")["input_ids"]])
     allowed = well_formed_mask(tiny_tokenizer, model.config.vocab_size)
     out = _generate(model, ids, least_likely_processors(tiny_tokenizer, well_formed=True), do_sample=False)
-    new = out[0, ids.size(1):]
+    new = out[0, ids.size(1) :]
     with torch.no_grad():
-        logits = model(out).logits[0, ids.size(1) - 1: -1]  # the logits each new token was chosen from
+        logits = model(out).logits[0, ids.size(1) - 1 : -1]  # the logits each new token was chosen from
     want = logits.masked_fill(~allowed, float("inf")).argmin(-1)
     assert new.tolist() == want.tolist()
     assert allowed[new].all()
     # unrestricted: the plain argmin; sampling with top_k=1 gives the same (negation runs before top-k)
     raw = _generate(model, ids, least_likely_processors(tiny_tokenizer, well_formed=False), do_sample=False)
     with torch.no_grad():
-        raw_logits = model(raw).logits[0, ids.size(1) - 1: -1]
-    assert raw[0, ids.size(1):].tolist() == raw_logits.argmin(-1).tolist()
-    sampled = _generate(model, ids, least_likely_processors(tiny_tokenizer, well_formed=False), do_sample=True,
-                        top_k=1, temperature=0.7)
+        raw_logits = model(raw).logits[0, ids.size(1) - 1 : -1]
+    assert raw[0, ids.size(1) :].tolist() == raw_logits.argmin(-1).tolist()
+    sampled = _generate(
+        model, ids, least_likely_processors(tiny_tokenizer, well_formed=False), do_sample=True, top_k=1, temperature=0.7
+    )
     assert sampled.tolist() == raw.tolist()

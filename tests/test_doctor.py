@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from lmforge.cli import main
-from lmforge.doctor import CHECKS, check, raise_on_errors
 from lmforge.core.errors import LmforgeError
+from lmforge.doctor import CHECKS, check, raise_on_errors
 
 PROMPT = "Le vent se lève, il faut tenter de vivre."
 CHAT = {"messages": [{"role": "user", "content": "Bonjour"}, {"role": "assistant", "content": "Salut"}]}
@@ -30,12 +30,14 @@ def model(tiny_model_dir):
 
 def setattrs(**attrs):
     """A tokenizer change for a case: returns a function that applies it to a fresh copy."""
+
     def apply(tok):
         for k, v in attrs.items():
             setattr(tok, k, v)
         if "extra" in attrs:
             tok.add_tokens(attrs["extra"])
         return tok
+
     return apply
 
 
@@ -50,11 +52,23 @@ BAD = [
     ("vocab_gt_embedding", "vocab_size", setattrs(extra=["<x1>", "<x2>"]), {}, "error"),
     ("unknown_row", "data_rows", None, {"rows": [{"text": "a"}, {"question": "?"}]}, "error"),
     ("no_eos_text", "eos_in_data", None, {"rows": [{"text": "abc"}, {"text": "de"}], "append_eos": False}, "error"),
-    ("no_eos_completion", "eos_in_data", None,
-     {"rows": [{"prompt": "a", "completion": "b"}], "append_eos": False}, "error"),
-    ("some_eos_missing", "eos_in_data", None,
-     {"rows": [{"instruction": "a", "input": "", "output": "b</s>"}, {"instruction": "a", "output": "c"}],
-      "append_eos": False}, "warning"),
+    (
+        "no_eos_completion",
+        "eos_in_data",
+        None,
+        {"rows": [{"prompt": "a", "completion": "b"}], "append_eos": False},
+        "error",
+    ),
+    (
+        "some_eos_missing",
+        "eos_in_data",
+        None,
+        {
+            "rows": [{"instruction": "a", "input": "", "output": "b</s>"}, {"instruction": "a", "output": "c"}],
+            "append_eos": False,
+        },
+        "warning",
+    ),
     ("chat_rows", "chat_template", None, {"rows": [CHAT]}, "error"),
     ("chat_format", "chat_template", None, {"data_format": "chat"}, "error"),
     ("max_length_le_prompt", "max_length", None, {"generation": {"max_length": 5}, "prompts": [PROMPT]}, "error"),
@@ -74,21 +88,44 @@ GOOD = [
     ("eos_ids_agree", "eos", None, {"generation": {"eos_token_id": [2, 9]}}),
     ("specials_in_vocab", "special_tokens", None, {}),
     ("vocab_eq_embedding", "vocab_size", None, {}),
-    ("known_rows", "data_rows", None, {"rows": [{"text": "a"}, CHAT, {"prompt": "a", "completion": "b"},
-                                                {"instruction": "i", "input": "", "output": "o"}]}),
+    (
+        "known_rows",
+        "data_rows",
+        None,
+        {
+            "rows": [
+                {"text": "a"},
+                CHAT,
+                {"prompt": "a", "completion": "b"},
+                {"instruction": "i", "input": "", "output": "o"},
+            ]
+        },
+    ),
     ("eos_appended", "eos_in_data", None, {"rows": [{"text": "abc"}], "append_eos": True}),
-    ("eos_written", "eos_in_data", None, {"rows": [{"text": "abc</s>"}, {"completion": "b</s>\n", "prompt": "a"}],
-                                          "append_eos": False}),
+    (
+        "eos_written",
+        "eos_in_data",
+        None,
+        {"rows": [{"text": "abc</s>"}, {"completion": "b</s>\n", "prompt": "a"}], "append_eos": False},
+    ),
     ("chat_with_template", "chat_template", setattrs(chat_template=TEMPLATE), {"rows": [CHAT]}),
     ("no_chat", "chat_template", None, {"rows": [{"text": "a"}], "data_format": "text"}),
-    ("max_new_tokens_wins", "max_length", None, {"generation": {"max_length": 5, "max_new_tokens": 9},
-                                                 "prompts": [PROMPT]}),
+    (
+        "max_new_tokens_wins",
+        "max_length",
+        None,
+        {"generation": {"max_length": 5, "max_new_tokens": 9}, "prompts": [PROMPT]},
+    ),
     ("max_length_room", "max_length", None, {"generation": {"max_length": 100}, "prompts": [PROMPT]}),
     ("sampling_on", "sampling", None, {"generation": {"do_sample": True, "temperature": 0.7, "top_p": 0.9}}),
     ("greedy_plain", "sampling", None, {"generation": {"do_sample": False, "temperature": 1.0}}),
     ("greedy_temperature_zero", "sampling", None, {"generation": {"temperature": 0}}),
-    ("prompt_fits", "context", None, {"prompts": [PROMPT], "generation": {"max_new_tokens": 20},
-                                      "rows": [{"text": PROMPT * 10}]}),
+    (
+        "prompt_fits",
+        "context",
+        None,
+        {"prompts": [PROMPT], "generation": {"max_new_tokens": 20}, "rows": [{"text": PROMPT * 10}]},
+    ),
 ]
 
 

@@ -19,8 +19,25 @@ def test_eval_writes_one_table(tiny_model_dir, tmp_path, capsys):
     data = tmp_path / "cantos.jsonl"
     data.write_text("".join(CANTOS % (f"line of canto {i}", i) for i in range(1, 11)))
     out = tmp_path / "report"
-    rc = main(["eval", str(tiny_model_dir), str(tiny_model_dir), "--text", str(text), "--task", CANTOS_TASK,
-               "--data", str(data), "--split", "test", "--max-new-tokens", "24", "--out", str(out)])
+    rc = main(
+        [
+            "eval",
+            str(tiny_model_dir),
+            str(tiny_model_dir),
+            "--text",
+            str(text),
+            "--task",
+            CANTOS_TASK,
+            "--data",
+            str(data),
+            "--split",
+            "test",
+            "--max-new-tokens",
+            "24",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     doc = json.loads((out / "eval.json").read_text())
     rows = {r["model"]: r for r in doc["results"]}
@@ -55,8 +72,23 @@ def test_unlikeliness_table_through_eval(tmp_path, tiny_model_dir):
     text = tmp_path / "held.txt"
     text.write_text(VERSE * 3, encoding="utf-8")
     out = tmp_path / "ev"
-    assert main(["eval", str(tiny_model_dir), "--unlikeliness", str(tiny_model_dir), "--text", str(text),
-                 "--window", "32", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tiny_model_dir),
+                "--unlikeliness",
+                str(tiny_model_dir),
+                "--text",
+                str(text),
+                "--window",
+                "32",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = {r["model"]: r for r in json.loads((out / "eval.json").read_text())["results"]}
     assert rows["reference argmax"]["median_rank"] == 0.0 and rows["negated logits"]["median_rank"] == 1.0
     assert rows["negated logits"]["hit@1"] == 1.0  # the negation is the argmin, exactly

@@ -14,8 +14,7 @@ TEXT = "Demain, dès l'aube, à l'heure où blanchit la campagne,\nJe partirai."
 
 @pytest.fixture(scope="module")
 def model_and_tok(tiny_model_dir):
-    from lmforge.model import load_pretrained
-    from lmforge.model import load_tokenizer
+    from lmforge.model import load_pretrained, load_tokenizer
 
     return load_pretrained(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir)
 

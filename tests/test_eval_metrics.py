@@ -54,7 +54,7 @@ def test_rouge_counts_accented_words():
 def test_json_exact_match_is_canonical():
     assert M.json_exact_match('{"b": [1, 2], "a": "x"}', '{"a":"x","b":[1,2]}') == 1.0
     assert M.json_exact_match('{"a": 1}', '{"a": true}') == 0.0  # Python says 1 == True; JSON does not
-    assert M.json_exact_match('[0]', '[false]') == 0.0
+    assert M.json_exact_match("[0]", "[false]") == 0.0
     assert M.json_exact_match('{"a": 1.0}', '{"a": 1}') == 1.0
     assert M.json_exact_match('{"a": [2, 1]}', '{"a": [1, 2]}') == 0.0  # order of a list matters
     assert M.json_exact_match('{"a": 1', '{"a": 1}') == 0.0  # cut-off output is never valid
@@ -68,7 +68,7 @@ def test_json_valid_and_schema_valid():
     assert M.schema_valid('{"references": [{"canto": 2}]}', schema=CANTOS_SCHEMA) == 0.0  # lines missing
     assert M.schema_valid('{"references": [{"canto": true, "lines": []}]}', schema=CANTOS_SCHEMA) == 0.0
     assert M.schema_valid('{"references": [{"canto": 121, "lines": []}]}', schema=CANTOS_SCHEMA) == 0.0  # > 120
-    assert M.schema_valid('[1, 2]', schema=None) == 1.0
+    assert M.schema_valid("[1, 2]", schema=None) == 1.0
 
 
 def test_field_f1_by_hand():

@@ -28,7 +28,10 @@ def test_a_yaml_task_reads_its_rows_and_splits_deterministically():
     assert test.prompt(row) + test.reference(row) == test.template.format(**row)
     assert full.reference(full.rows[1]) == '{"references": [{"canto": 2, "lines": [4, 5, 6, 7, 8]}]}'
     assert (full.metrics, full.stop, full.reward_metric) == (
-        ["json_em", "field_f1", "json_valid", "schema_valid", "exact_match"], ["\n", "###"], "field_f1")
+        ["json_em", "field_f1", "json_valid", "schema_valid", "exact_match"],
+        ["\n", "###"],
+        "field_f1",
+    )
     assert full.schema["properties"]["references"]["items"]["required"] == ["canto", "lines"]
 
 
@@ -82,7 +85,8 @@ def test_malformed_rows_name_file_and_line(tmp_path):
 def test_yaml_task(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"q": "2+2", "a": "4"}\n{"q": "été?", "a": "oui"}\n')
     spec = tmp_path / "arith.yaml"
-    spec.write_text(textwrap.dedent("""\
+    spec.write_text(
+        textwrap.dedent("""\
         name: arith
         data: d.jsonl
         template: "Q: {q}\\nA: {a}"
@@ -90,7 +94,8 @@ def test_yaml_task(tmp_path):
         output_key: a
         metrics: [exact_match, rouge1]
         stop: ["\\n"]
-    """))
+    """)
+    )
     task = load_task(str(spec))
     assert task.name == "arith" and len(task.rows) == 2 and task.prompt(task.rows[1]) == "Q: été?\nA: "
     assert task.evaluate(["4\nQ: more", "non"], task.rows) == {"exact_match": 0.5, "rouge1": 0.5}
@@ -106,11 +111,13 @@ def test_yaml_task(tmp_path):
 
 
 def test_python_task(tmp_path, monkeypatch):
-    (tmp_path / "mytasks.py").write_text(textwrap.dedent("""\
+    (tmp_path / "mytasks.py").write_text(
+        textwrap.dedent("""\
         from lmforge.scoring.tasks import Task
         def echo(data=None, split="all"):
             return Task(name="echo", rows=[{"input": "x", "output": "x"}])
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     task = load_task("mytasks:echo")
     assert task.name == "echo" and task.evaluate(["x"], task.rows)["exact_match"] == 1.0
@@ -123,8 +130,13 @@ def test_evaluate_generation_constrained_is_always_valid(tiny_model_dir):
     model, tok = load_pretrained(tiny_model_dir), load_tokenizer(tiny_model_dir)
     rows = [{"input": f"question {i}", "output": '{"references": [{"canto": 2, "lines": [-1]}]}'} for i in range(3)]
     cantos = load_task(CANTOS)
-    task = Task(name="c", rows=rows, template=cantos.template, schema=cantos.schema,
-                metrics=["json_valid", "schema_valid", "field_f1"])
+    task = Task(
+        name="c",
+        rows=rows,
+        template=cantos.template,
+        schema=cantos.schema,
+        metrics=["json_valid", "schema_valid", "field_f1"],
+    )
     model.train()
     on = evaluate_generation(model, tok, task, rows, max_new_tokens=40, constrained=True, batch_size=2)
     assert on["json_valid"] == 1.0 and on["schema_valid"] == 1.0 and 0.0 <= on["field_f1"] <= 1.0

@@ -11,7 +11,6 @@ from lmforge.core.config import load_config
 from lmforge.core.errors import LmforgeError
 from tests.test_finetune import overrides, pad_eq_eos_dir, write_qa  # noqa: F401 (fixture)
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -21,9 +20,13 @@ def lora_run(tmp_path_factory, pad_eq_eos_dir):  # noqa: F811
     from lmforge.train.run import finetune
 
     tmp = tmp_path_factory.mktemp("lora_run")
-    over = overrides(tmp, "lora", pad_eq_eos_dir, write_qa(tmp),
-                     **{"lora.method": "lora", "lora.r": 4, "lora.rslora": True, "train.lr": 3e-2,
-                        "train.max_steps": 8})
+    over = overrides(
+        tmp,
+        "lora",
+        pad_eq_eos_dir,
+        write_qa(tmp),
+        **{"lora.method": "lora", "lora.r": 4, "lora.rslora": True, "train.lr": 3e-2, "train.max_steps": 8},
+    )
     return finetune(load_config(None, over), quiet=True), pad_eq_eos_dir
 
 
@@ -50,8 +53,9 @@ def test_merged_logits_equal_unmerged_through_the_cli(tmp_path, lora_run):
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     base.resize_token_embeddings(len(tok))
     unmerged = PeftModel.from_pretrained(base, str(run / "model")).eval()
-    ids = torch.tensor([tok("### Question: \"sea\"\n ### Answer: calm", add_special_tokens=False)["input_ids"]
-                        + [tok.pad_token_id]])
+    ids = torch.tensor(
+        [tok('### Question: "sea"\n ### Answer: calm', add_special_tokens=False)["input_ids"] + [tok.pad_token_id]]
+    )
     ref = _logits(unmerged, ids)
     torch.testing.assert_close(_logits(merged, ids), ref, atol=1e-5, rtol=1e-5)
     with unmerged.disable_adapter():  # the adapter did change the model: the parity is not vacuous
@@ -64,8 +68,21 @@ def test_merged_folder_generates_through_the_cli(tmp_path, lora_run, capsys):
     out = tmp_path / "merged"
     assert cli.main(["export", "merge", str(lora_run[0] / "model"), "--out", str(out), "--dtype", "fp32"]) == 0
     capsys.readouterr()
-    assert cli.main(["generate", str(out), "--prompt", '### Question: "sea"\\n ### Answer: ', "--temperature", "0",
-                     "--max-new-tokens", "8"]) == 0
+    assert (
+        cli.main(
+            [
+                "generate",
+                str(out),
+                "--prompt",
+                '### Question: "sea"\\n ### Answer: ',
+                "--temperature",
+                "0",
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith('### Question: "sea"\n ### Answer: ')
 
 

@@ -22,8 +22,9 @@ def char_overlap(prediction: str, reference: str, **ctx) -> float:
 def label_smoothed(model, batch, reference=None, eps: float = 0.1):
     logits = forward_logits(model, batch)
     lg, lb = shift(logits, batch["labels"])
-    loss = F.cross_entropy(lg.flatten(0, 1).float(), lb.flatten(), ignore_index=IGNORE, label_smoothing=eps,
-                           reduction="sum")
+    loss = F.cross_entropy(
+        lg.flatten(0, 1).float(), lb.flatten(), ignore_index=IGNORE, label_smoothing=eps, reduction="sum"
+    )
     return loss / batch["num_tokens"], {}
 
 
@@ -48,13 +49,28 @@ def test_a_registered_objective_trains_through_the_loop(tmp_path, tiny_tokenizer
     from lmforge.train.run import make_accelerator
     from tests.conftest import VERSE
 
-    cfg = load_config(None, [f"out_dir={tmp_path}", "name=ext", f"log_dir={tmp_path / 'logs'}", "train.precision=fp32",
-                             "train.objective=label_smoothed_test", "train.objective_args={eps: 0.05}",
-                             "train.max_steps=6", "train.warmup_steps=0", "train.lr=1e-2", "train.eval_every=100", "train.save_every=100", "train.batch_size=2"])
+    cfg = load_config(
+        None,
+        [
+            f"out_dir={tmp_path}",
+            "name=ext",
+            f"log_dir={tmp_path / 'logs'}",
+            "train.precision=fp32",
+            "train.objective=label_smoothed_test",
+            "train.objective_args={eps: 0.05}",
+            "train.max_steps=6",
+            "train.warmup_steps=0",
+            "train.lr=1e-2",
+            "train.eval_every=100",
+            "train.save_every=100",
+            "train.batch_size=2",
+        ],
+    )
     ids = torch.tensor(tiny_tokenizer(VERSE * 4, add_special_tokens=False)["input_ids"])
     model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
-    res = train(cfg, model, tiny_tokenizer, PackedStream(ids, ids[:64], 16, Layout(2, 1), 0),
-                accelerator=make_accelerator(cfg))
+    res = train(
+        cfg, model, tiny_tokenizer, PackedStream(ids, ids[:64], 16, Layout(2, 1), 0), accelerator=make_accelerator(cfg)
+    )
     assert res.step == 6 and res.losses[-1] < res.losses[0]
     with pytest.raises(LmforgeError, match="takes no 'beta'; did you mean 'eps'|takes no 'beta'; known: eps"):
         OBJECTIVES.get("label_smoothed_test").bind({"beta": 1.0})

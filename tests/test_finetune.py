@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmforge.train.run import make_accelerator
 from lmforge.core.config import ModelConfig, load_config
 from lmforge.core.errors import LmforgeError
 from lmforge.model import build_model
+from lmforge.train.run import make_accelerator
 
 # Q/A pairs short enough for a 0.1M-parameter model to fit in a few hundred steps.
 QA = [("sea", "calm"), ("vent", "vivre"), ("day", "summer"), ("tide", "full")]
@@ -36,10 +36,24 @@ def prompt_of(question: str) -> str:
 
 def overrides(tmp_path: Path, name: str, base, data: Path, **extra) -> list[str]:
     """key=value overrides for a quick fine-tune of ``base`` on ``data`` (fp32: bit-exact comparisons)."""
-    over = {"name": name, "out_dir": tmp_path / "runs", "log_dir": tmp_path / "logs", "model.base": base,
-            "data.train": data, "data.format": "template", "data.template": f"'{TEMPLATE}'", "data.val_fraction": 0,
-            "train.precision": "fp32", "train.batch_size": 4, "train.max_steps": 6, "train.warmup_steps": 0,
-            "train.eval_every": 1000, "train.save_every": 1000, "sample.every": 100000, **extra}
+    over = {
+        "name": name,
+        "out_dir": tmp_path / "runs",
+        "log_dir": tmp_path / "logs",
+        "model.base": base,
+        "data.train": data,
+        "data.format": "template",
+        "data.template": f"'{TEMPLATE}'",
+        "data.val_fraction": 0,
+        "train.precision": "fp32",
+        "train.batch_size": 4,
+        "train.max_steps": 6,
+        "train.warmup_steps": 0,
+        "train.eval_every": 1000,
+        "train.save_every": 1000,
+        "sample.every": 100000,
+        **extra,
+    }
     return [f"{k}={v}" for k, v in over.items()]
 
 
@@ -66,8 +80,16 @@ def test_lora_trains_only_adapter_weights(tmp_path, tiny_model_dir):
     from lmforge.train.finetune import load_base, stage_data
     from lmforge.train.loop import train
 
-    cfg = load_config(None, overrides(tmp_path, "lora", tiny_model_dir, write_qa(tmp_path),
-                                      **{"lora.method": "lora", "lora.r": 4, "train.lr": 1e-2}))
+    cfg = load_config(
+        None,
+        overrides(
+            tmp_path,
+            "lora",
+            tiny_model_dir,
+            write_qa(tmp_path),
+            **{"lora.method": "lora", "lora.r": 4, "train.lr": 1e-2},
+        ),
+    )
     tok, model = load_base(cfg)  # the functions finetune() runs, so the model stays in hand
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     assert all(("lora_" in n) == p.requires_grad for n, p in model.named_parameters())
@@ -108,9 +130,15 @@ def greedy_ids(model, tok, question: str, max_new_tokens: int) -> list[int]:
     from lmforge.data.examples import encode_prompt
 
     ids = torch.tensor([encode_prompt(prompt_of(question), tok)])
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                         do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return out[0, ids.shape[1]:].tolist()
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    return out[0, ids.shape[1] :].tolist()
 
 
 FIT = {"train.lr": 1e-2, "train.max_steps": 80, "train.min_lr_ratio": 1.0}  # loss < 0.01 by step 50
@@ -120,8 +148,7 @@ def test_pad_rule_stops_after_the_answer_and_pad_eq_eos_runs_on(tmp_path, pad_eq
     from lmforge import cli
     from lmforge.data.batches import ExampleBatches, Layout
     from lmforge.data.examples import tokenize_example
-    from lmforge.model import load_pretrained
-    from lmforge.model import load_tokenizer
+    from lmforge.model import load_pretrained, load_tokenizer
     from lmforge.train.loop import train
 
     data, max_new = write_qa(tmp_path), 24
@@ -147,8 +174,13 @@ def test_pad_rule_stops_after_the_answer_and_pad_eq_eos_runs_on(tmp_path, pad_eq
         ex["labels"] = [-100 if t == tok.pad_token_id else lab for t, lab in zip(ex["input_ids"], ex["labels"])]
         examples.append(ex)
     cfg = load_config(None, overrides(tmp_path, "control", pad_eq_eos_dir, data, **FIT))
-    train(cfg, model, tok, ExampleBatches(examples, [], Layout(4, 1), cfg.seed, tok.pad_token_id),
-          accelerator=make_accelerator(cfg))
+    train(
+        cfg,
+        model,
+        tok,
+        ExampleBatches(examples, [], Layout(4, 1), cfg.seed, tok.pad_token_id),
+        accelerator=make_accelerator(cfg),
+    )
     for q, a in QA:
         new = greedy_ids(model, tok, q, max_new)
         assert tok.decode(new).startswith(a)  # it learned the answer ...
@@ -161,13 +193,32 @@ def test_best_checkpoint_is_the_best_step_ties_to_the_earlier(tmp_path, tiny_tok
     from lmforge.train.loop import train
 
     scores = {1: 0.1, 2: 0.7, 3: 0.9, 4: 0.9, 5: 0.2}  # best at step 3 (step 4 ties: the earlier wins)
-    cfg = load_config(None, [f"out_dir={tmp_path}", "name=best", f"log_dir={tmp_path / 'logs'}",
-                             "train.precision=fp32", "train.max_steps=5", "train.eval_every=1", "train.save_every=1",
-                             "train.keep_last=10", "train.best_metric=score", "train.batch_size=2", "train.lr=1e-2"])
+    cfg = load_config(
+        None,
+        [
+            f"out_dir={tmp_path}",
+            "name=best",
+            f"log_dir={tmp_path / 'logs'}",
+            "train.precision=fp32",
+            "train.max_steps=5",
+            "train.eval_every=1",
+            "train.save_every=1",
+            "train.keep_last=10",
+            "train.best_metric=score",
+            "train.batch_size=2",
+            "train.lr=1e-2",
+        ],
+    )
     model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
     ex = [tokenize_example(prompt_of(q), a, tiny_tokenizer, 64) for q, a in QA]
-    res = train(cfg, model, tiny_tokenizer, ExampleBatches(ex, [], Layout(2, 1), 0, tiny_tokenizer.pad_token_id),
-                evaluators=(lambda m, step: {"score": scores[step]},), accelerator=make_accelerator(cfg))
+    res = train(
+        cfg,
+        model,
+        tiny_tokenizer,
+        ExampleBatches(ex, [], Layout(2, 1), 0, tiny_tokenizer.pad_token_id),
+        evaluators=(lambda m, step: {"score": scores[step]},),
+        accelerator=make_accelerator(cfg),
+    )
     assert res.best_metric == 0.9
     best = load_file(cfg.run_dir / "best" / "model.safetensors")
     step = lambda n: load_file(cfg.run_dir / "checkpoints" / f"step-{n:06d}" / "model" / "model.safetensors")
@@ -186,11 +237,22 @@ def test_best_by_val_loss_with_a_known_minimum(tmp_path, tiny_model_dir):
     from lmforge.train.run import finetune
 
     data = write_qa(tmp_path)
-    over = overrides(tmp_path, "val", tiny_model_dir, data, **{"data.val": str(data), "train.eval_every": 1,
-                                                               "train.max_steps": 4, "train.lr": 3e-2,
-                                                               "train.save_every": 1, "train.keep_last": 10})
+    over = overrides(
+        tmp_path,
+        "val",
+        tiny_model_dir,
+        data,
+        **{
+            "data.val": str(data),
+            "train.eval_every": 1,
+            "train.max_steps": 4,
+            "train.lr": 3e-2,
+            "train.save_every": 1,
+            "train.keep_last": 10,
+        },
+    )
     run = finetune(load_config(None, over), quiet=True)
-    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     val = {r["step"]: r["val_loss"] for r in rows if "val_loss" in r}
     best_step = min(val, key=lambda s: (val[s], s))
     ck = load_file(run / "checkpoints" / f"step-{best_step:06d}" / "model" / "model.safetensors")
@@ -219,11 +281,13 @@ def test_trust_remote_code_stays_off_unless_configured(tmp_path, tiny_model_dir)
     base = tmp_path / "remote"
     shutil.copytree(tiny_model_dir, base)
     sentinel = tmp_path / "code-ran"
-    (base / "custom.py").write_text(f"open({str(sentinel)!r}, 'w').close()\nraise RuntimeError('custom code ran')\n",
-                                    encoding="utf-8")
+    (base / "custom.py").write_text(
+        f"open({str(sentinel)!r}, 'w').close()\nraise RuntimeError('custom code ran')\n", encoding="utf-8"
+    )
     config = json.loads((base / "config.json").read_text())
-    config.update(model_type="lmforge_custom", auto_map={"AutoConfig": "custom.Config",
-                                                         "AutoModelForCausalLM": "custom.Model"})
+    config.update(
+        model_type="lmforge_custom", auto_map={"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"}
+    )
     (base / "config.json").write_text(json.dumps(config))
     data = write_qa(tmp_path)
     with pytest.raises(LmforgeError):

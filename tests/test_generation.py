@@ -21,7 +21,7 @@ def _prompts(tok, n, seed=0, longest=100):
     out = []
     for _ in range(n):
         start = rng.randrange(len(words) - 40)
-        out.append(" ".join(words[start:start + rng.randint(1, 30)]))
+        out.append(" ".join(words[start : start + rng.randint(1, 30)]))
     out.append(tok.decode(tok(VERSE, add_special_tokens=False)["input_ids"][:longest]))
     return out
 

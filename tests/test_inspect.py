@@ -13,9 +13,22 @@ import pytest
 import torch
 
 from lmforge.cli import main
-from lmforge.inspect.views import (attention_maps, capture_attentions, capture_residuals, encode, entropy, forward_hooks,
-                             input_x_gradient, inspect_ids, least_likely, lens_logits, logit_lens, model_parts,
-                             surprisal, top_k)
+from lmforge.inspect.views import (
+    attention_maps,
+    capture_attentions,
+    capture_residuals,
+    encode,
+    entropy,
+    forward_hooks,
+    input_x_gradient,
+    inspect_ids,
+    least_likely,
+    lens_logits,
+    logit_lens,
+    model_parts,
+    surprisal,
+    top_k,
+)
 
 TEXT = "Le vent se lève, il faut tenter de vivre."
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -33,8 +46,9 @@ def lora_model(model):
     """LoRA on attention and on the output head, initialised non-zero so the adapters change the logits."""
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "lm_head"], init_lora_weights=False,
-                     task_type="CAUSAL_LM")
+    cfg = LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj", "lm_head"], init_lora_weights=False, task_type="CAUSAL_LM"
+    )
     return get_peft_model(copy.deepcopy(model), cfg).eval()
 
 
@@ -102,7 +116,7 @@ def test_attribution_is_causal_and_targets_the_top_token(model, tiny_tokenizer):
     ids = encode(tiny_tokenizer, TEXT)
     pos = 6
     scores, target = input_x_gradient(model, ids, position=pos)
-    assert scores.shape == (len(ids),) and scores[pos + 1:].abs().max() == 0 and scores[: pos + 1].abs().sum() > 0
+    assert scores.shape == (len(ids),) and scores[pos + 1 :].abs().max() == 0 and scores[: pos + 1].abs().sum() > 0
     with torch.no_grad():
         assert target == model(input_ids=ids[None]).logits[0, pos].argmax().item()
     assert all(p.grad is None for p in model.parameters())  # only the input embeddings were differentiated
@@ -114,8 +128,11 @@ def test_no_hook_remains_after_inspect_or_an_exception(model, lora_model, tiny_t
         assert n_hooks(m) == 0
         inspect_ids(m, tiny_tokenizer, ids)
         assert n_hooks(m) == 0 and m.config._attn_implementation == "sdpa"
-    for ctx in (lambda: capture_residuals(model), lambda: capture_attentions(model),
-                lambda: forward_hooks((model_parts(model).norm, lambda *a: None))):
+    for ctx in (
+        lambda: capture_residuals(model),
+        lambda: capture_attentions(model),
+        lambda: forward_hooks((model_parts(model).norm, lambda *a: None)),
+    ):
         with pytest.raises(RuntimeError, match="boom"):
             with ctx():
                 assert n_hooks(model) > 0
@@ -181,17 +198,34 @@ def test_tokens_and_model_name_reach_the_page_escaped(model, tiny_tokenizer, tmp
     assert page.count(script) >= 5 and page.count("a&amp;b&lt;c") >= 5
     assert page.count("&lt;b&gt;tiny&lt;/b&gt; &amp; co") == 2  # title and header
     assert page.count("class='tip'") == len(ids)  # the page's own markup is intact
-    assert {p.name for p in tmp_path.iterdir()} == {"report.html", "inspection.json", "surprisal.png",
-                                                    "logit_lens.png", "attention.png", "attribution.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "report.html",
+        "inspection.json",
+        "surprisal.png",
+        "logit_lens.png",
+        "attention.png",
+        "attribution.png",
+    }
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     shot = tmp_path / "shot.png"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,900",
-           (report_dir / "report.html").resolve().as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,900",
+        (report_dir / "report.html").resolve().as_uri(),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert shot.is_file(), res.stderr[-2000:]
     w, h, ink = png_size_and_ink(shot)

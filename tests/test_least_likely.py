@@ -33,8 +33,12 @@ def q4():
 
 
 def test_registered_with_reference_flags():
-    for name, needs in [("least_likely", True), ("least_likely_hard", True), ("unlikelihood", False),
-                        ("confidence_penalty", False)]:
+    for name, needs in [
+        ("least_likely", True),
+        ("least_likely_hard", True),
+        ("unlikelihood", False),
+        ("confidence_penalty", False),
+    ]:
         assert OBJECTIVES.get(name).needs_reference is needs
 
 
@@ -46,7 +50,7 @@ def test_inverse_kl_by_hand_and_shifted():
     logits = torch.zeros(1, 3, 4)  # q uniform
     labels = torch.tensor([[-100, -100, 2]])
     # KL(p||u) = sum p ln(4p), p = [.48 .24 .16 .12]
-    hand = .48 * math.log(1.92) + .24 * math.log(.96) + .16 * math.log(.64) + .12 * math.log(.48)
+    hand = 0.48 * math.log(1.92) + 0.24 * math.log(0.96) + 0.16 * math.log(0.64) + 0.12 * math.log(0.48)
     assert ll.inverse_kl_sum(logits, ref, labels, beta=1.0).item() == pytest.approx(hand, rel=1e-5)
     assert hand == pytest.approx(0.1438366, rel=1e-6)
     # the registered wrapper divides by the step's token count and uses objective_args
@@ -74,19 +78,24 @@ def test_well_formed_objectives_use_the_tokenizer(tiny_tokenizer):
     g = torch.Generator().manual_seed(0)
     ref = torch.randn(1, 6, V, generator=g)
     ref[..., tiny_tokenizer.pad_token_id] = -50.0  # the raw argmin: a special token
-    batch = {"input_ids": torch.zeros(1, 6, dtype=torch.long), "labels": torch.ones(1, 6, dtype=torch.long),
-             "num_tokens": 5}
+    batch = {
+        "input_ids": torch.zeros(1, 6, dtype=torch.long),
+        "labels": torch.ones(1, 6, dtype=torch.long),
+        "num_tokens": 5,
+    }
     allowed = well_formed_mask(tiny_tokenizer)
     want = ref.masked_fill(~allowed, float("inf")).argmin(-1)  # (1, 6)
     logits = torch.full((1, 6, V), -10.0)
     logits.scatter_(-1, want.unsqueeze(-1), 10.0)  # a model that already predicts the well-formed argmin
-    loss, _ = ob.least_likely_hard(FixedLogits(logits), batch, lambda b: ref, well_formed=True,
-                                   tokenizer=tiny_tokenizer)
+    loss, _ = ob.least_likely_hard(
+        FixedLogits(logits), batch, lambda b: ref, well_formed=True, tokenizer=tiny_tokenizer
+    )
     assert loss.item() < 1e-6
     loss_raw, _ = ob.least_likely_hard(FixedLogits(logits), batch, lambda b: ref)
     assert loss_raw.item() > 10  # unrestricted, the target is the pad token
-    soft, _ = ob.least_likely(FixedLogits(logits), batch, lambda b: ref, beta=1.0, well_formed=True,
-                              tokenizer=tiny_tokenizer)
+    soft, _ = ob.least_likely(
+        FixedLogits(logits), batch, lambda b: ref, beta=1.0, well_formed=True, tokenizer=tiny_tokenizer
+    )
     assert torch.isfinite(soft)
 
 
@@ -133,8 +142,11 @@ def test_contextual_argmin_by_hand():
 def test_hard_well_formed_needs_tokenizer():
     from lmforge.core.errors import LmforgeError
 
-    batch = {"input_ids": torch.zeros(1, 2, dtype=torch.long), "labels": torch.zeros(1, 2, dtype=torch.long),
-             "num_tokens": 1}
+    batch = {
+        "input_ids": torch.zeros(1, 2, dtype=torch.long),
+        "labels": torch.zeros(1, 2, dtype=torch.long),
+        "num_tokens": 1,
+    }
     with pytest.raises(LmforgeError, match="well_formed"):
         ob.least_likely_hard(FixedLogits(torch.zeros(1, 2, 4)), batch, lambda b: torch.zeros(1, 2, 4), well_formed=True)
 
@@ -199,10 +211,11 @@ def test_lora_reference_is_the_adapter_disabled_base(tiny_model_dir):
     batch = _batch(base.config.vocab_size)
     with torch.no_grad():
         want = base(**batch).logits
-    model = apply_lora(load_pretrained(tiny_model_dir),
-                       LoraConfig(method="lora", r=4, modules_to_save=["embed_tokens", "lm_head"]))
+    model = apply_lora(
+        load_pretrained(tiny_model_dir), LoraConfig(method="lora", r=4, modules_to_save=["embed_tokens", "lm_head"])
+    )
     with torch.no_grad():  # change the adapter and the trained-in-full copies away from the base
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.5)
     model.train()

@@ -20,11 +20,28 @@ def _lora_run(tmp_path, tiny_model_dir, name, *extra):
     rows = [{"prompt": f"question {i}: ", "completion": f"answer {i % 3}"} for i in range(16)]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = load_config(None, [f"out_dir={tmp_path}", f"name={name}", f"log_dir={tmp_path / 'logs'}",
-                             f"model.base={tiny_model_dir}", f"data.train={data}", "data.format=prompt_completion",
-                             "lora.method=lora", "lora.r=4", "train.precision=fp32", "train.max_steps=5",
-                             "train.batch_size=4", "train.lr=1e-2", "train.warmup_steps=0", "train.log_every=1",
-                             "train.eval_every=100", "train.save_every=100", *extra])
+    cfg = load_config(
+        None,
+        [
+            f"out_dir={tmp_path}",
+            f"name={name}",
+            f"log_dir={tmp_path / 'logs'}",
+            f"model.base={tiny_model_dir}",
+            f"data.train={data}",
+            "data.format=prompt_completion",
+            "lora.method=lora",
+            "lora.r=4",
+            "train.precision=fp32",
+            "train.max_steps=5",
+            "train.batch_size=4",
+            "train.lr=1e-2",
+            "train.warmup_steps=0",
+            "train.log_every=1",
+            "train.eval_every=100",
+            "train.save_every=100",
+            *extra,
+        ],
+    )
     run = finetune(cfg, quiet=True)
     return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
 
@@ -63,9 +80,26 @@ def test_the_estimate_is_printed_and_saved(tmp_path, capsys):
     text.write_text(VERSE * 20)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: mem\n")
-    assert main(["pretrain", str(cfg), f"data.train={text}", f"out_dir={tmp_path}", f"log_dir={tmp_path / 'logs'}",
-                 "model.preset=tiny", "model.context=32", "tokenizer.vocab_size=128", "train.max_steps=2",
-                 "train.batch_size=2", "train.eval_every=100", "train.save_every=100", "sample.max_new_tokens=2"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                str(cfg),
+                f"data.train={text}",
+                f"out_dir={tmp_path}",
+                f"log_dir={tmp_path / 'logs'}",
+                "model.preset=tiny",
+                "model.context=32",
+                "tokenizer.vocab_size=128",
+                "train.max_steps=2",
+                "train.batch_size=2",
+                "train.eval_every=100",
+                "train.save_every=100",
+                "sample.max_new_tokens=2",
+            ]
+        )
+        == 0
+    )
     assert "memory (estimate):" in capsys.readouterr().out
     mem = json.loads((tmp_path / "mem" / "derived.json").read_text())["memory"]
     assert mem["total"] == mem["weights"] + mem["gradients"] + mem["optimizer"] + mem["activations"] > 0

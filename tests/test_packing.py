@@ -32,7 +32,7 @@ def _examples(tok, n=12, masked=True, seed=0):
     out = []
     for i in range(n):
         start, length = rng.randrange(0, len(ids_all) - 40), rng.randint(5, 40)
-        ids = ids_all[start:start + length]
+        ids = ids_all[start : start + length]
         k = (2 + i % 3) if masked else 0
         out.append({"input_ids": ids, "labels": [IGNORE] * k + ids[k:]})
     return out
@@ -95,7 +95,7 @@ def test_mask_is_block_diagonal_causal(tiny_tokenizer):
     seg = torch.full((CONTEXT,), -1)  # the example each position belongs to; len(ex) for the padding
     start = 0
     for k, e in enumerate(ex):
-        seg[start:start + len(e["input_ids"])] = k
+        seg[start : start + len(e["input_ids"])] = k
         start += len(e["input_ids"])
     seg[start:] = len(ex)
     assert start < CONTEXT  # there is padding
@@ -115,7 +115,7 @@ def test_no_token_attends_across_an_example_boundary(tiny_tokenizer, impl):
     other = dict(one, input_ids=[(t + 7) % 100 + 3 for t in one["input_ids"]])  # example 1, other tokens
     n1, n2 = len(one["input_ids"]), len(two["input_ids"])
     logits = [forward_logits(model, pack([[a, two]], tiny_tokenizer.pad_token_id, CONTEXT))[0] for a in (one, other)]
-    second = [lg[n1:n1 + n2] for lg in logits]
+    second = [lg[n1 : n1 + n2] for lg in logits]
     assert not torch.allclose(logits[0][:n1], logits[1][:n1])  # example 1 did change ...
     torch.testing.assert_close(second[0], second[1], atol=0, rtol=0)  # ... example 2 did not see it
     alone, _ = _alone(model, two)  # and is what it is alone, its positions from 0
@@ -139,8 +139,9 @@ def test_flash_kernels_get_one_row_cut_at_the_position_restarts(tiny_tokenizer, 
         k, v = (x.repeat_interleave(query.size(1) // x.size(1), 1) for x in (key, value))
         out = torch.empty_like(query)
         for s, e in zip(cu[:-1].tolist(), cu[1:].tolist()):
-            out[:, :, s:e] = F.scaled_dot_product_attention(query[:, :, s:e], k[:, :, s:e], v[:, :, s:e],
-                                                            is_causal=True, scale=scaling)
+            out[:, :, s:e] = F.scaled_dot_product_attention(
+                query[:, :, s:e], k[:, :, s:e], v[:, :, s:e], is_causal=True, scale=scaling
+            )
         return out.transpose(1, 2).contiguous(), None
 
     model = _model(tiny_tokenizer, "sdpa")
@@ -188,9 +189,13 @@ def test_train_step_is_deterministic_and_covers_every_example_once_per_epoch(tin
 
     def epoch(e):
         """The examples (as token tuples) in the global rows of epoch ``e``, which steps read in order."""
-        rows = [(ids, pos) for s in range(e * R // G, (e + 1) * R // G + 1) for b in data.train_step(s)
-                for ids, pos in zip(b["input_ids"].tolist(), b["position_ids"].tolist())]
-        rows = rows[e * R % G:e * R % G + R]
+        rows = [
+            (ids, pos)
+            for s in range(e * R // G, (e + 1) * R // G + 1)
+            for b in data.train_step(s)
+            for ids, pos in zip(b["input_ids"].tolist(), b["position_ids"].tolist())
+        ]
+        rows = rows[e * R % G : e * R % G + R]
         found = Counter()
         for ids, pos in rows:
             assert len(ids) == CONTEXT
@@ -212,8 +217,10 @@ def test_train_step_is_deterministic_and_covers_every_example_once_per_epoch(tin
 def test_ranks_split_the_global_rows_and_divide_by_the_same_count(tiny_tokenizer):
     examples, pad = _examples(tiny_tokenizer, n=40), tiny_tokenizer.pad_token_id
     whole = PackedExamples(examples, [], Layout(2, 2, world=1), seed=5, pad_id=pad, context=CONTEXT)
-    ranks = [PackedExamples(examples, [], Layout(1, 2, world=2, rank=r), seed=5, pad_id=pad, context=CONTEXT)
-             for r in range(2)]
+    ranks = [
+        PackedExamples(examples, [], Layout(1, 2, world=2, rank=r), seed=5, pad_id=pad, context=CONTEXT)
+        for r in range(2)
+    ]
     for step in range(3):
         mine = [d.train_step(step) for d in ranks]
         all_rows = sorted(row for m in mine for b in m for row in b["input_ids"].tolist())
@@ -237,13 +244,26 @@ def test_batch_1_accum_4_equals_batch_4_accum_1(tmp_path, tiny_tokenizer, optimi
     extra = ["train.optimizer=sgd", "train.lr=0.5", "train.grad_clip=0"] if optimizer == "sgd" else []
     examples, finals = _examples(tiny_tokenizer, n=40), []
     for bs, acc in [(4, 1), (1, 4), (2, 2)]:
-        cfg = load_config(None, [f"name=acc{bs}", f"out_dir={tmp_path / 'runs'}", f"log_dir={tmp_path / 'logs'}",
-                                 "train.precision=fp32", "train.warmup_steps=2", "train.eval_every=1000",
-                                 "train.save_every=1000", f"train.batch_size={bs}", f"train.grad_accum={acc}",
-                                 "train.max_steps=3", *extra])
+        cfg = load_config(
+            None,
+            [
+                f"name=acc{bs}",
+                f"out_dir={tmp_path / 'runs'}",
+                f"log_dir={tmp_path / 'logs'}",
+                "train.precision=fp32",
+                "train.warmup_steps=2",
+                "train.eval_every=1000",
+                "train.save_every=1000",
+                f"train.batch_size={bs}",
+                f"train.grad_accum={acc}",
+                "train.max_steps=3",
+                *extra,
+            ],
+        )
         model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
-        data = PackedExamples(examples, [], Layout(bs, acc), seed=1, pad_id=tiny_tokenizer.pad_token_id,
-                              context=CONTEXT)
+        data = PackedExamples(
+            examples, [], Layout(bs, acc), seed=1, pad_id=tiny_tokenizer.pad_token_id, context=CONTEXT
+        )
         res = train(cfg, model, tiny_tokenizer, data, accelerator=make_accelerator(cfg))
         finals.append((_params(model), res.losses))
     for p, losses in finals[1:]:
@@ -252,8 +272,20 @@ def test_batch_1_accum_4_equals_batch_4_accum_1(tmp_path, tiny_tokenizer, optimi
     assert finals[0][1][-1] < finals[0][1][0]  # it trained
 
 
-PAIRS = [(f"{w} {i}", a) for i, (w, a) in enumerate([("sea", "calm"), ("vent", "vivre"), ("day", "summer"),
-                                                      ("tide", "full"), ("aube", "campagne"), ("thee", "compare")] * 4)]
+PAIRS = [
+    (f"{w} {i}", a)
+    for i, (w, a) in enumerate(
+        [
+            ("sea", "calm"),
+            ("vent", "vivre"),
+            ("day", "summer"),
+            ("tide", "full"),
+            ("aube", "campagne"),
+            ("thee", "compare"),
+        ]
+        * 4
+    )
+]
 TEMPLATE = '### Question: "{input}"\\n ### Answer: {output}'  # YAML-quoted below: '#' starts a YAML comment
 
 
@@ -265,10 +297,25 @@ def test_cli_finetune_with_packing_trains_and_resumes_exactly(tmp_path, tiny_mod
     data.write_text("".join(json.dumps({"input": q, "output": a}) + "\n" for q, a in PAIRS), encoding="utf-8")
     config = tmp_path / "ft.yaml"
     config.write_text(f"model:\n  base: {tiny_model_dir}\n", encoding="utf-8")
-    over = [f"out_dir={tmp_path / 'runs'}", f"log_dir={tmp_path / 'logs'}", f"data.train={data}", f"data.val={data}",
-            "data.format=template", f"data.template='{TEMPLATE}'", "data.packing=true", "train.precision=fp32",
-            "train.batch_size=2", "train.max_steps=8", "train.warmup_steps=0", "train.lr=1e-2", "train.log_every=1",
-            "train.eval_every=1000", "train.save_every=4", "train.keep_last=10", "sample.every=100000"]
+    over = [
+        f"out_dir={tmp_path / 'runs'}",
+        f"log_dir={tmp_path / 'logs'}",
+        f"data.train={data}",
+        f"data.val={data}",
+        "data.format=template",
+        f"data.template='{TEMPLATE}'",
+        "data.packing=true",
+        "train.precision=fp32",
+        "train.batch_size=2",
+        "train.max_steps=8",
+        "train.warmup_steps=0",
+        "train.lr=1e-2",
+        "train.log_every=1",
+        "train.eval_every=1000",
+        "train.save_every=4",
+        "train.keep_last=10",
+        "sample.every=100000",
+    ]
     steps = []
     real = PackedExamples.train_step
 
@@ -305,8 +352,17 @@ def test_unlikelihood_refuses_packing(tmp_path, tiny_model_dir):
 
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"input": q, "output": a}) + "\n" for q, a in PAIRS), encoding="utf-8")
-    cfg = load_config(None, [f"model.base={tiny_model_dir}", f"data.train={data}", "data.format=template",
-                             f"data.template='{TEMPLATE}'", "data.packing=true", "train.objective=unlikelihood"])
+    cfg = load_config(
+        None,
+        [
+            f"model.base={tiny_model_dir}",
+            f"data.train={data}",
+            "data.format=template",
+            f"data.template='{TEMPLATE}'",
+            "data.packing=true",
+            "train.objective=unlikelihood",
+        ],
+    )
     tok, _ = load_base(cfg)
     with pytest.raises(LmforgeError, match="data.packing"):
         stage_data(cfg, cfg.data, tok, CONTEXT, make_accelerator(cfg))
@@ -319,5 +375,8 @@ def test_throughput_counts_real_tokens_of_packed_rows_not_mask_pairs():
 
     mask4d = torch.ones(2, 1, 8, 8, dtype=torch.bool)  # a packed batch's mask: pairs, not tokens
     assert _real_tokens({"input_ids": torch.zeros(2, 8), "attention_mask": mask4d, "real_tokens": 13}) == 13
-    assert _real_tokens({"input_ids": torch.zeros(2, 8), "attention_mask": torch.tensor([[1] * 8, [1] * 5 + [0] * 3])}) == 13
+    assert (
+        _real_tokens({"input_ids": torch.zeros(2, 8), "attention_mask": torch.tensor([[1] * 8, [1] * 5 + [0] * 3])})
+        == 13
+    )
     assert _real_tokens({"input_ids": torch.zeros(2, 8)}) == 16

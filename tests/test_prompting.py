@@ -18,10 +18,24 @@ def alpaca_run(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("alpaca")
     rows = [{"instruction": f"Say {w}.", "input": "", "output": w} for w in ("yes", "no", "maybe", "never")]
     (tmp / "a.json").write_text(json.dumps(rows))
-    cfg = load_config(None, [f"out_dir={tmp}", "name=a", f"log_dir={tmp / 'logs'}", f"model.base={tiny_model_dir}",
-                             f"data.train={tmp / 'a.json'}", "data.format=alpaca", "data.val_fraction=0",
-                             "train.max_steps=2", "train.batch_size=2", "train.precision=fp32", "train.eval_every=100",
-                             "train.save_every=100", "sample.max_new_tokens=2"])
+    cfg = load_config(
+        None,
+        [
+            f"out_dir={tmp}",
+            "name=a",
+            f"log_dir={tmp / 'logs'}",
+            f"model.base={tiny_model_dir}",
+            f"data.train={tmp / 'a.json'}",
+            "data.format=alpaca",
+            "data.val_fraction=0",
+            "train.max_steps=2",
+            "train.batch_size=2",
+            "train.precision=fp32",
+            "train.eval_every=100",
+            "train.save_every=100",
+            "sample.max_new_tokens=2",
+        ],
+    )
     return finetune(cfg, quiet=True)
 
 
@@ -33,8 +47,9 @@ def test_the_runs_format_is_found_from_the_run_its_model_and_a_checkpoint(alpaca
 
 def test_wrap_by_format_by_hand(tiny_tokenizer):
     alpaca = wrap("Name a colour.", DataConfig(format="alpaca"), tiny_tokenizer)
-    assert alpaca.startswith("Below is an instruction") and alpaca.endswith("### Instruction:\nName a colour.\n\n"
-                                                                              "### Response:\n")
+    assert alpaca.startswith("Below is an instruction") and alpaca.endswith(
+        "### Instruction:\nName a colour.\n\n### Response:\n"
+    )
     tpl = DataConfig(format="template", template='### Question: "{input}"\\n ### Answer: {output}')
     assert wrap("Canto II?", tpl, tiny_tokenizer) == '### Question: "Canto II?"\n ### Answer: '
     assert wrap("as is", DataConfig(format="prompt_completion"), tiny_tokenizer) == "as is"
@@ -46,8 +61,10 @@ def test_chat_needs_a_template(tiny_tokenizer):
     with pytest.raises(LmforgeError, match="no chat template"):
         chat("hi", tiny_tokenizer)
     tok = copy.deepcopy(tiny_tokenizer)
-    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
-                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
     assert chat("hi", tok) == "<user>hi<assistant>"
 
 

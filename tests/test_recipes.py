@@ -17,7 +17,8 @@ from tests.conftest import SHARED
 ROOT = Path(__file__).resolve().parents[1]
 TASK_FILES = sorted((ROOT / "examples").glob("*/task.yaml"))
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml")) + sorted(
-    p for p in (ROOT / "examples").glob("*/*.yaml") if p.name != "task.yaml")
+    p for p in (ROOT / "examples").glob("*/*.yaml") if p.name != "task.yaml"
+)
 
 
 def _id(p: Path) -> str:

@@ -57,13 +57,29 @@ def test_the_loop_steps_with_the_scheduled_rate(tmp_path, tiny_tokenizer):
     from lmforge.train.run import make_accelerator
     from tests.conftest import VERSE
 
-    cfg = load_config(None, [f"out_dir={tmp_path}", "name=lr", f"log_dir={tmp_path / 'logs'}", "train.precision=fp32",
-                             "train.lr=2.0", "train.optimizer=sgd", "train.warmup_steps=4", "train.max_steps=12",
-                             "train.min_lr_ratio=0.25", "train.log_every=1", "train.eval_every=100",
-                             "train.save_every=100", "train.batch_size=2"])
+    cfg = load_config(
+        None,
+        [
+            f"out_dir={tmp_path}",
+            "name=lr",
+            f"log_dir={tmp_path / 'logs'}",
+            "train.precision=fp32",
+            "train.lr=2.0",
+            "train.optimizer=sgd",
+            "train.warmup_steps=4",
+            "train.max_steps=12",
+            "train.min_lr_ratio=0.25",
+            "train.log_every=1",
+            "train.eval_every=100",
+            "train.save_every=100",
+            "train.batch_size=2",
+        ],
+    )
     ids = torch.tensor(tiny_tokenizer(VERSE * 4, add_special_tokens=False)["input_ids"])
     model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
-    train(cfg, model, tiny_tokenizer, PackedStream(ids, ids[:64], 16, Layout(2, 1), 0), accelerator=make_accelerator(cfg))
+    train(
+        cfg, model, tiny_tokenizer, PackedStream(ids, ids[:64], 16, Layout(2, 1), 0), accelerator=make_accelerator(cfg)
+    )
     rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in rows if "lr" in r]
     assert lrs == pytest.approx([2.0 * h for h in HAND[:12]], abs=1e-9)
@@ -76,7 +92,9 @@ def test_linear_constant_and_wsd_by_hand():
     # wsd: warmup 2, then 8 steps of which the last decay_ratio=0.25 (2 steps) decay by cosine to the floor
     wsd = _rates(2, 10, 0.2, 11, lr_scheduler="wsd", decay_ratio=0.25)
     # transformers' wsd warms up from the floor, not from 0
-    hand = [0.2, 0.5 * 0.8 + 0.2] + [1.0] * 6 + [0.2 + 0.8 * (1 + math.cos(math.pi * k / 2)) / 2 for k in (0, 1)] + [0.2]
+    hand = (
+        [0.2, 0.5 * 0.8 + 0.2] + [1.0] * 6 + [0.2 + 0.8 * (1 + math.cos(math.pi * k / 2)) / 2 for k in (0, 1)] + [0.2]
+    )
     assert wsd == pytest.approx([2.0 * x for x in hand])
 
 
@@ -114,10 +132,25 @@ def test_epochs_set_the_step_count(tmp_path, tiny_model_dir):
     rows = [{"prompt": f"q{i} ", "completion": f"a{i}"} for i in range(12)]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = load_config(None, [f"out_dir={tmp_path}", "name=ep", f"log_dir={tmp_path / 'logs'}", f"model.base={tiny_model_dir}",
-                             f"data.train={data}", "data.format=prompt_completion", "data.val_fraction=0.25",
-                             "train.batch_size=2", "train.epochs=1.5", "train.max_steps=999", "train.precision=fp32",
-                             "train.eval_every=100", "train.save_every=100", "train.log_every=1"])
+    cfg = load_config(
+        None,
+        [
+            f"out_dir={tmp_path}",
+            "name=ep",
+            f"log_dir={tmp_path / 'logs'}",
+            f"model.base={tiny_model_dir}",
+            f"data.train={data}",
+            "data.format=prompt_completion",
+            "data.val_fraction=0.25",
+            "train.batch_size=2",
+            "train.epochs=1.5",
+            "train.max_steps=999",
+            "train.precision=fp32",
+            "train.eval_every=100",
+            "train.save_every=100",
+            "train.log_every=1",
+        ],
+    )
     run = finetune(cfg, quiet=True)
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     assert steps[-1] == 7  # 9 training rows (3 held out) x 1.5 epochs / 2 per step = 6.75 -> 7

@@ -11,9 +11,11 @@ syn = example_module("cantos/synth_cantos.py")
 aug = example_module("cantos/augment_cantos.py")
 common = example_module("cantos/cantos_common.py")
 
-PROSE = ["The river floods every spring and the town moved uphill in 1819.",
-         "Henry VIII founded the navy yard, and its records run to 577 pages.",
-         "Nothing in this sentence refers to a poem at all, only to weather."]
+PROSE = [
+    "The river floods every spring and the town moved uphill in 1819.",
+    "Henry VIII founded the navy yard, and its records run to 577 pages.",
+    "Nothing in this sentence refers to a poem at all, only to weather.",
+]
 
 
 def _numbers(text):
@@ -84,8 +86,10 @@ def test_prose_never_mentions_a_canto():
 
 
 def test_files_are_written_from_training_rows_only(tmp_path):
-    rows = [{"input": f"Plain sentence number {i} about the weather in town.", "output": '{"references": []}'}
-            for i in range(60)]
+    rows = [
+        {"input": f"Plain sentence number {i} about the weather in town.", "output": '{"references": []}'}
+        for i in range(60)
+    ]
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert syn.main([str(data), "--rows", "50", "--out", str(tmp_path / "out")]) == 0
@@ -124,6 +128,11 @@ def test_the_scripts_run_as_files_from_any_folder(tmp_path):
     from conftest import ROOT
 
     for script in ("synth_cantos.py", "augment_cantos.py", "make_repeats.py"):
-        done = subprocess.run([sys.executable, str(ROOT / "examples" / "cantos" / script), "--help"], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "cantos" / script), "--help"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0 and "usage:" in done.stdout, done.stderr

@@ -24,11 +24,27 @@ def _run(tmp_path, *extra) -> list[dict]:
     corpus.write_text(VERSE * 40, encoding="utf-8")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: tr\n")
-    code = main(["pretrain", str(cfg), f"data.train={corpus}", f"out_dir={tmp_path / 'runs'}",
-                 f"log_dir={tmp_path / 'logs'}", "tokenizer.vocab_size=128", "model.preset=tiny", "model.context=32",
-                 "train.batch_size=4", "train.max_steps=4", "train.warmup_steps=1", "train.log_every=2",
-                 "train.eval_every=2", "train.eval_batches=1", "train.precision=fp32", "sample.max_new_tokens=4",
-                 *extra])
+    code = main(
+        [
+            "pretrain",
+            str(cfg),
+            f"data.train={corpus}",
+            f"out_dir={tmp_path / 'runs'}",
+            f"log_dir={tmp_path / 'logs'}",
+            "tokenizer.vocab_size=128",
+            "model.preset=tiny",
+            "model.context=32",
+            "train.batch_size=4",
+            "train.max_steps=4",
+            "train.warmup_steps=1",
+            "train.log_every=2",
+            "train.eval_every=2",
+            "train.eval_batches=1",
+            "train.precision=fp32",
+            "sample.max_new_tokens=4",
+            *extra,
+        ]
+    )
     assert code == 0
     path = tmp_path / "runs" / "tr" / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
@@ -81,8 +97,20 @@ def test_report_to_accepts_a_string_or_a_list():
 def test_unknown_tracker_is_one_line_exit_2(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: t\n")
-    r = subprocess.run([sys.executable, "-m", "lmforge.cli", "pretrain", str(cfg), f"out_dir={tmp_path / 'runs'}",
-                        "train.report_to=[tensorboard, comet]"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lmforge.cli",
+            "pretrain",
+            str(cfg),
+            f"out_dir={tmp_path / 'runs'}",
+            "train.report_to=[tensorboard, comet]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
@@ -92,10 +120,12 @@ def test_unknown_tracker_is_one_line_exit_2(tmp_path):
 def test_missing_tracker_package_names_the_pip_install(tmp_path, monkeypatch):
     # as on a machine without wandb: accelerate's availability filter drops it
     real = run_logging.filter_trackers
-    monkeypatch.setattr(run_logging, "filter_trackers",
-                        lambda names, d: [t for t in real(names, d) if t.value != "wandb"])
-    cfg = load_config(None, [f"out_dir={tmp_path / 'runs'}", f"log_dir={tmp_path / 'logs'}",
-                             "train.report_to=[tensorboard, wandb]"])
+    monkeypatch.setattr(
+        run_logging, "filter_trackers", lambda names, d: [t for t in real(names, d) if t.value != "wandb"]
+    )
+    cfg = load_config(
+        None, [f"out_dir={tmp_path / 'runs'}", f"log_dir={tmp_path / 'logs'}", "train.report_to=[tensorboard, wandb]"]
+    )
     with pytest.raises(LmforgeError, match=r"^train.report_to: wandb is not installed; pip install wandb") as e:
         RunLogger(cfg)
     assert "\n" not in str(e.value)
@@ -131,8 +161,8 @@ def _wandb_records(path):
         if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
             pos += block - pos % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        buf += data[pos + 7:pos + 7 + length]
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        buf += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = pb.Record()
@@ -144,9 +174,14 @@ def _wandb_records(path):
 @pytest.mark.slow
 def test_wandb_offline_run_writes_local_files(tmp_path, monkeypatch, one_thread):
     pytest.importorskip("wandb", reason="wandb is not installed (pip install 'lmforge[trackers]')")
-    for k, v in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off",
-                 "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
-                 "WANDB_DATA_DIR": str(tmp_path / "wandb-data")}.items():
+    for k, v in {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_CONSOLE": "off",
+        "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
+        "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+        "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
+    }.items():
         monkeypatch.setenv(k, v)
     for k in ("WANDB_DIR", "WANDB_PROJECT", "WANDB_API_KEY"):
         monkeypatch.delenv(k, raising=False)
@@ -182,8 +217,10 @@ def test_mlflow_local_store_holds_the_metrics(tmp_path, monkeypatch, one_thread)
     (exp,) = [e for e in client.search_experiments() if e.name == "lmforge"]
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.run_name == "tr" and run.data.params["train.max_steps"] == "4"
-    history = [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, "train/loss"),
-                                                  key=lambda m: m.step)]
+    history = [
+        (m.step, m.value)
+        for m in sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)
+    ]
     expected = _series(rows, "loss")
     assert [s for s, _ in history] == [s for s, _ in expected]
     assert [v for _, v in history] == pytest.approx([v for _, v in expected])
@@ -200,10 +237,27 @@ def test_redirected_output_gets_plain_lines_not_bar_frames(tmp_path, capsys, mon
     text = tmp_path / "v.txt"
     text.write_text(VERSE * 20)
     (tmp_path / "c.yaml").write_text("name: plain\n")
-    assert main(["pretrain", str(tmp_path / "c.yaml"), f"data.train={text}", f"out_dir={tmp_path}",
-                 f"log_dir={tmp_path / 'logs'}", "model.preset=tiny", "model.context=32", "tokenizer.vocab_size=128",
-                 "train.max_steps=3", "train.batch_size=2", "train.eval_every=100", "train.save_every=100",
-                 "sample.max_new_tokens=2", "train.report_to=none"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                str(tmp_path / "c.yaml"),
+                f"data.train={text}",
+                f"out_dir={tmp_path}",
+                f"log_dir={tmp_path / 'logs'}",
+                "model.preset=tiny",
+                "model.context=32",
+                "tokenizer.vocab_size=128",
+                "train.max_steps=3",
+                "train.batch_size=2",
+                "train.eval_every=100",
+                "train.save_every=100",
+                "sample.max_new_tokens=2",
+                "train.report_to=none",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "\r" not in err
     lines = [line for line in err.splitlines() if line.startswith("step ")]

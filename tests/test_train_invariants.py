@@ -15,8 +15,16 @@ from tests.conftest import VERSE
 
 
 def _cfg(tmp_path, name, **train):
-    over = [f"name={name}", f"out_dir={tmp_path / 'runs'}", f"log_dir={tmp_path / 'logs'}", "train.precision=fp32",
-            "train.warmup_steps=2", "train.eval_every=1000", "train.save_every=1000", "train.grad_clip=1.0"]
+    over = [
+        f"name={name}",
+        f"out_dir={tmp_path / 'runs'}",
+        f"log_dir={tmp_path / 'logs'}",
+        "train.precision=fp32",
+        "train.warmup_steps=2",
+        "train.eval_every=1000",
+        "train.save_every=1000",
+        "train.grad_clip=1.0",
+    ]
     over += [f"train.{k}={v}" for k, v in train.items()]
     return load_config(None, over)
 
@@ -26,7 +34,7 @@ def _examples(tok, n=8):
     out = []
     for i in range(n):
         ids = tok(VERSE[: 20 + 9 * i], add_special_tokens=False)["input_ids"]
-        labels = [-100] * (3 + i % 4) + ids[3 + i % 4:]
+        labels = [-100] * (3 + i % 4) + ids[3 + i % 4 :]
         out.append({"input_ids": ids, "labels": labels})
     return out
 
@@ -43,7 +51,9 @@ def test_batch_1_accum_8_equals_batch_8_accum_1(tmp_path, tiny_tokenizer, optimi
     for bs, acc in [(8, 1), (1, 8), (2, 4)]:
         cfg = _cfg(tmp_path, f"acc{bs}", batch_size=bs, grad_accum=acc, max_steps=3, **extra)
         model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
-        data = ExampleBatches(_examples(tiny_tokenizer), [], Layout(bs, acc), seed=1, pad_id=tiny_tokenizer.pad_token_id)
+        data = ExampleBatches(
+            _examples(tiny_tokenizer), [], Layout(bs, acc), seed=1, pad_id=tiny_tokenizer.pad_token_id
+        )
         res = train(cfg, model, tiny_tokenizer, data, accelerator=make_accelerator(cfg))
         finals.append((_params(model), res.losses))
     for p, losses in finals[1:]:
@@ -82,15 +92,22 @@ def test_resume_equals_uninterrupted_and_ctrl_c_saves(tmp_path, tiny_tokenizer):
 
     cut_cfg = _cfg(tmp_path, "cut", batch_size=4, max_steps=8)
     model = build_model(arch, tiny_tokenizer, seed=0)
-    first = train(cut_cfg, model, tiny_tokenizer, _Interrupt(_stream(tiny_tokenizer), at=5),
-                  accelerator=make_accelerator(cut_cfg))
+    first = train(
+        cut_cfg, model, tiny_tokenizer, _Interrupt(_stream(tiny_tokenizer), at=5), accelerator=make_accelerator(cut_cfg)
+    )
     assert first.interrupted and first.step == 5
     assert (cut_cfg.run_dir / "checkpoints" / "step-000005" / "state.json").is_file()
 
     model = build_model(arch, tiny_tokenizer, seed=123)  # fresh weights: all must come back
     torch.manual_seed(999)  # and a different RNG state: it must come back too
-    second = train(cut_cfg, model, tiny_tokenizer, _stream(tiny_tokenizer), accelerator=make_accelerator(cut_cfg),
-                   resume_from=latest_checkpoint(cut_cfg.run_dir))
+    second = train(
+        cut_cfg,
+        model,
+        tiny_tokenizer,
+        _stream(tiny_tokenizer),
+        accelerator=make_accelerator(cut_cfg),
+        resume_from=latest_checkpoint(cut_cfg.run_dir),
+    )
     assert first.losses + second.losses == full.losses  # bit-identical on CPU fp32
     torch.testing.assert_close(_params(model), full_params, atol=0, rtol=0)
 

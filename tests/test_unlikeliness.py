@@ -71,9 +71,9 @@ def test_metrics_in_the_training_loop(tiny_model_dir):
 
 
 def test_table_with_the_baselines(tiny_model_dir, tiny_tokenizer):
-    from tests.conftest import VERSE
-    from lmforge.model.vocab import well_formed_mask
     from lmforge.model import load_pretrained
+    from lmforge.model.vocab import well_formed_mask
+    from tests.conftest import VERSE
 
     ref = load_pretrained(tiny_model_dir).eval()
     V = ref.config.vocab_size

@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, part in (("train", train), ("variants", variants), ("val", val)):
         with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
-    print(f"{len(train) + len(val)} training rows: {len(val)} validation, {len(train)} training, "
-          f"{len(variants)} variants of them -> {out}/{{train,variants,val}}.jsonl")
+    print(
+        f"{len(train) + len(val)} training rows: {len(val)} validation, {len(train)} training, "
+        f"{len(variants)} variants of them -> {out}/{{train,variants,val}}.jsonl"
+    )
     return 0
 
 

@@ -31,12 +31,19 @@ from lmforge.core.errors import LmforgeError
 from lmforge.data.readers import read_rows, read_text
 
 # named groups of cantos, as the training rows define them ("Every Pisan Canto", "all of Thrones", ...)
-SECTIONS = [("Pisan", 74, 84), ("Rock-Drill", 85, 95), ("Thrones", 96, 109), ("Drafts and Fragments", 110, 117),
-            ("Malatesta", 8, 11), ("China", 52, 61), ("Italian", 72, 73)]
+SECTIONS = [
+    ("Pisan", 74, 84),
+    ("Rock-Drill", 85, 95),
+    ("Thrones", 96, 109),
+    ("Drafts and Fragments", 110, 117),
+    ("Malatesta", 8, 11),
+    ("China", 52, 61),
+    ("Italian", 72, 73),
+]
 ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"]
 WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 MAX_LINE = 220
-MAX_LINES_PER_ROW = 40       # an answer of 40 line numbers is ~170 tokens: the row still fits a 256 context
+MAX_LINES_PER_ROW = 40  # an answer of 40 line numbers is ~170 tokens: the row still fits a 256 context
 MAX_WHOLE_PER_ROW = 14
 
 
@@ -74,8 +81,18 @@ class Citations:
         c = self.canto()
         n = self.numeral(c)
         page = self.rng.randint(2, 820)
-        text = self.rng.choice([f"Canto {n}", f"canto {n}", f"Canto {n}", f"({n}/{page})", f"Canto {n}/{page}",
-                                f"{to_roman(c)} at p. {page}", f"(Canto {n})", f"{to_roman(c)}"])
+        text = self.rng.choice(
+            [
+                f"Canto {n}",
+                f"canto {n}",
+                f"Canto {n}",
+                f"({n}/{page})",
+                f"Canto {n}/{page}",
+                f"{to_roman(c)} at p. {page}",
+                f"(Canto {n})",
+                f"{to_roman(c)}",
+            ]
+        )
         return text, [whole(c)]
 
     def some_cantos(self):
@@ -91,17 +108,34 @@ class Citations:
         roman = self.rng.random() < 0.6
         na, nb = (to_roman(a), to_roman(b)) if roman else (str(a), str(b))
         dash = self.rng.choice(["–", "-", "–"])
-        text = self.rng.choice([f"Cantos {na}{dash}{nb}", f"cantos {na}{dash}{nb}", f"({na}{dash}{nb})",
-                                f"Cantos {na}{dash}{nb}", f"the Cantos {na}{dash}{nb}"])
+        text = self.rng.choice(
+            [
+                f"Cantos {na}{dash}{nb}",
+                f"cantos {na}{dash}{nb}",
+                f"({na}{dash}{nb})",
+                f"Cantos {na}{dash}{nb}",
+                f"the Cantos {na}{dash}{nb}",
+            ]
+        )
         return text, [whole(c) for c in range(a, b + 1)]
 
     def line_range(self):
         c = self.canto()
         a, b = self.span()
         r, n, s = to_roman(c), self.numeral(c), self.sep()
-        text = self.rng.choice([f"{r}:{a}{s}{b}", f"{r}:ll.{a}{s}{b}", f"{n}, ll.{a}{s}{b}", f"{n}, lines {a} to {b}",
-                                f"Canto {n}, lines {a}{s}{b}", f"lines {a}{s}{b} of Canto {n}", f"Canto {n}: {a}{s}{b}",
-                                f"ll.{a}{s}{b} of {r}", f"Canto {n}, ll. {a}{s}{b}"])
+        text = self.rng.choice(
+            [
+                f"{r}:{a}{s}{b}",
+                f"{r}:ll.{a}{s}{b}",
+                f"{n}, ll.{a}{s}{b}",
+                f"{n}, lines {a} to {b}",
+                f"Canto {n}, lines {a}{s}{b}",
+                f"lines {a}{s}{b} of Canto {n}",
+                f"Canto {n}: {a}{s}{b}",
+                f"ll.{a}{s}{b} of {r}",
+                f"Canto {n}, ll. {a}{s}{b}",
+            ]
+        )
         return text, [{"canto": c, "lines": list(range(a, b + 1))}]
 
     def two_ranges(self):
@@ -110,9 +144,13 @@ class Citations:
         d = min(MAX_LINE + 20, b + self.rng.randint(1, 19))
         n, s = self.numeral(c, 0.8), self.sep()
         g1, g2 = self.rng.choice([("δ", "ε"), ("α", "β"), ("a", "b")])
-        text = self.rng.choice([f"Canto {n}: {g1} = {a}{s}{b}, {g2} = {b + 1}{s}{d}",
-                                f"Canto {n} ({g1} = {a}{s}{b}, {g2} = {b + 1}{s}{d})",
-                                None])  # None: the second range as "the following N lines"
+        text = self.rng.choice(
+            [
+                f"Canto {n}: {g1} = {a}{s}{b}, {g2} = {b + 1}{s}{d}",
+                f"Canto {n} ({g1} = {a}{s}{b}, {g2} = {b + 1}{s}{d})",
+                None,
+            ]
+        )  # None: the second range as "the following N lines"
         if text is None:
             k = d - b
             text = f"{n}:ll.{a}{s}{b}, but in the following {self.count(k) if k <= 10 else k} lines"
@@ -123,8 +161,9 @@ class Citations:
         n = self.numeral(c)
         a = self.line()
         if self.rng.random() < 0.5:
-            text = self.rng.choice([f"line {a} of Canto {n}", f"{to_roman(c)}, l.{a}", f"Canto {n}, line {a}",
-                                    f"(Canto {n}) Around l.{a}"])
+            text = self.rng.choice(
+                [f"line {a} of Canto {n}", f"{to_roman(c)}, l.{a}", f"Canto {n}, line {a}", f"(Canto {n}) Around l.{a}"]
+            )
             return text, [{"canto": c, "lines": [a]}]
         text = self.rng.choice([f"({n}) Lines {a} and {a + 1}", f"lines {a} and {a + 1} of Canto {n}"])
         return text, [{"canto": c, "lines": [a, a + 1]}]
@@ -148,17 +187,22 @@ class Citations:
         if choice == 3:
             return f"the first {self.count(k)} lines of {n}", [{"canto": c, "lines": list(range(1, k + 1))}]
         if choice == 4:
-            return (self.rng.choice([f"the last {self.count(k)} lines of {n}", f"the last {self.count(k)} of {n}"]),
-                    [{"canto": c, "lines": list(range(-k, 0))}])
-        return (f"the first {self.count(k)} and last {self.count(j)} lines of {n}",
-                [{"canto": c, "lines": list(range(1, k + 1))}, {"canto": c, "lines": list(range(-j, 0))}])
+            return (
+                self.rng.choice([f"the last {self.count(k)} lines of {n}", f"the last {self.count(k)} of {n}"]),
+                [{"canto": c, "lines": list(range(-k, 0))}],
+            )
+        return (
+            f"the first {self.count(k)} and last {self.count(j)} lines of {n}",
+            [{"canto": c, "lines": list(range(1, k + 1))}, {"canto": c, "lines": list(range(-j, 0))}],
+        )
 
     def section(self):
         name, lo, hi = self.rng.choice(SECTIONS)
         choice = self.rng.randrange(5)
         if choice == 0:
-            text = self.rng.choice([f"Every {name} Canto", f"all of {name}", f"The entirety of {name}",
-                                    f"the {name} Cantos"])
+            text = self.rng.choice(
+                [f"Every {name} Canto", f"all of {name}", f"The entirety of {name}", f"the {name} Cantos"]
+            )
             if name in ("Rock-Drill", "Thrones", "Drafts and Fragments") and "Cantos" in text:
                 text = f"{name} de los Cantares" if name != "Drafts and Fragments" else "Drafts and Fragments"
             return text, [whole(c) for c in range(lo, hi + 1)]
@@ -173,8 +217,16 @@ class Citations:
         return f"the second from last Canto of {name}", [whole(hi - 1)]
 
     def draw(self):
-        kinds = [(self.one_canto, 5), (self.some_cantos, 3), (self.run_of_cantos, 3), (self.line_range, 5),
-                 (self.two_ranges, 2), (self.single_lines, 2), (self.ends, 4), (self.section, 2)]
+        kinds = [
+            (self.one_canto, 5),
+            (self.some_cantos, 3),
+            (self.run_of_cantos, 3),
+            (self.line_range, 5),
+            (self.two_ranges, 2),
+            (self.single_lines, 2),
+            (self.ends, 4),
+            (self.section, 2),
+        ]
         f = self.rng.choices([k for k, _ in kinds], [w for _, w in kinds])[0]
         return f()
 
@@ -197,9 +249,18 @@ def size(refs: list[dict]) -> tuple[int, int]:
 def distractor(rng: random.Random) -> str:
     """Numbers that are not cantos, as the training rows have them: years, pages, chapters, Canton."""
     year, page = rng.randint(1800, 2020), rng.randint(1, 900)
-    return rng.choice([f" ({year}: {page})", f" ({year}: {page}, {page + rng.randint(2, 40)})", f" in {year}",
-                       f" (Chapter {rng.randint(1, 20)})", f" (p. {page})", " in Canton", f" ({year})",
-                       f" (Book {to_roman(rng.randint(1, 24))})"])
+    return rng.choice(
+        [
+            f" ({year}: {page})",
+            f" ({year}: {page}, {page + rng.randint(2, 40)})",
+            f" in {year}",
+            f" (Chapter {rng.randint(1, 20)})",
+            f" (p. {page})",
+            " in Canton",
+            f" ({year})",
+            f" (Book {to_roman(rng.randint(1, 24))})",
+        ]
+    )
 
 
 def make_row(cit: Citations, prose: list[str], none: float = 0.2) -> dict:

@@ -16,8 +16,20 @@ import sys
 from lmforge.core.errors import LmforgeError
 
 # The commands, in the order ``lmforge --help`` lists them; each is the module lmforge.cli.<name>.
-COMMANDS = ("demo", "tokenizer", "pretrain", "finetune", "resume", "validate", "data", "generate", "eval",
-            "inspect", "doctor", "export")
+COMMANDS = (
+    "demo",
+    "tokenizer",
+    "pretrain",
+    "finetune",
+    "resume",
+    "validate",
+    "data",
+    "generate",
+    "eval",
+    "inspect",
+    "doctor",
+    "export",
+)
 
 
 def command(name: str):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 from lmforge.core.config import load_config
 
@@ -24,6 +24,8 @@ def run_training(args, stage: Callable) -> int:
     """Reads the config and overrides, runs ``stage`` (pretrain or finetune), says where the run is."""
     cfg = load_config(args.config, args.overrides)
     out = stage(cfg, resume=args.resume)
-    print(f"run folder: {out}  (model: {out / 'model'}, best: {out / 'best'}; "
-          f"TensorBoard: tensorboard --logdir {cfg.log_dir})")
+    print(
+        f"run folder: {out}  (model: {out / 'model'}, best: {out / 'best'}; "
+        f"TensorBoard: tensorboard --logdir {cfg.log_dir})"
+    )
     return 0

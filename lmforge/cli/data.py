@@ -15,9 +15,12 @@ HELP = "look at the training data as the model will: trained tokens, cuts, paddi
 
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    preview = sub.add_parser("preview", help="show the first examples with their trained tokens marked",
-                             description="The first examples of the first training source, built exactly as "
-                                         "training builds them, and the numbers of the whole training data.")
+    preview = sub.add_parser(
+        "preview",
+        help="show the first examples with their trained tokens marked",
+        description="The first examples of the first training source, built exactly as "
+        "training builds them, and the numbers of the whole training data.",
+    )
     config_arguments(preview)
     preview.add_argument("--rows", type=int, default=3, help="examples to show (default 3)")
     preview.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")

@@ -33,8 +33,11 @@ def add_arguments(p):
     p.add_argument("--schema", help="constrain the output to this JSON schema (a .json file)")
     p.add_argument("--stop", action="append", default=[], help="cut the output at this string (repeatable)")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--raw", action="store_true",
-                     help="send prompts as typed (default: wrapped in the run's training format, e.g. Alpaca's)")
+    fmt.add_argument(
+        "--raw",
+        action="store_true",
+        help="send prompts as typed (default: wrapped in the run's training format, e.g. Alpaca's)",
+    )
     fmt.add_argument("--chat", action="store_true", help="send each prompt as a user turn of the chat template")
     p.add_argument("--device", default="auto", help="auto (CUDA where present), cpu, cuda, cuda:1, mps")
     p.add_argument("--trust-remote-code", action="store_true")
@@ -70,11 +73,20 @@ def _schema(args):
 
 def run(args) -> int:
     prompts, rows = _rows(args)
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                  top_k=args.top_k, top_p=args.top_p, seed=args.seed, strategy=args.strategy,
-                                  well_formed=not args.any_token, json_schema=_schema(args), stop=tuple(args.stop))
-    model, tokenizer = load_model_and_tokenizer(args.model, trust_remote_code=args.trust_remote_code,
-                                                device=args.device)
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        strategy=args.strategy,
+        well_formed=not args.any_token,
+        json_schema=_schema(args),
+        stop=tuple(args.stop),
+    )
+    model, tokenizer = load_model_and_tokenizer(
+        args.model, trust_remote_code=args.trust_remote_code, device=args.device
+    )
     prompts = _formatted(args, prompts, tokenizer)
     _doctor(model, tokenizer, settings, prompts)
     outs = generate(model, tokenizer, prompts, settings)
@@ -96,13 +108,15 @@ def _formatted(args, prompts: list[str], tokenizer) -> list[str]:
     data = None if args.raw or args.template != "{prompt}" else run_format(args.model)
     if data is None:
         return prompts
-    print(f"prompts wrapped in the run's training format ({data.format}); --raw sends them as typed",
-          file=sys.stderr)
+    print(f"prompts wrapped in the run's training format ({data.format}); --raw sends them as typed", file=sys.stderr)
     return [wrap(p, data, tokenizer) for p in prompts]
 
 
 def _doctor(model, tokenizer, settings, prompts) -> None:
     """The doctor's generation checks run first and refuse errors with the same messages."""
-    gen = {"max_new_tokens": settings.max_new_tokens, "temperature": settings.temperature,
-           "do_sample": settings.temperature > 0 and settings.strategy != "greedy"}
+    gen = {
+        "max_new_tokens": settings.max_new_tokens,
+        "temperature": settings.temperature,
+        "do_sample": settings.temperature > 0 and settings.strategy != "greedy",
+    }
     raise_on_errors(check(model=model, tokenizer=tokenizer, generation=gen, prompts=prompts, purpose="generate"))

@@ -235,9 +235,20 @@ UNUSED = {
     },
     "finetune": {
         "tokenizer": "fine-tuning keeps the base model's tokenizer",
-        **{f"model.{k}": "fine-tuning keeps the base model's architecture"
-           for k in ("preset", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
-                     "rope_theta", "tie_embeddings", "dropout")},
+        **{
+            f"model.{k}": "fine-tuning keeps the base model's architecture"
+            for k in (
+                "preset",
+                "hidden_size",
+                "num_layers",
+                "num_heads",
+                "num_kv_heads",
+                "intermediate_size",
+                "rope_theta",
+                "tie_embeddings",
+                "dropout",
+            )
+        },
     },
 }
 
@@ -252,12 +263,15 @@ def _value_and_default(cfg: BaseModel, dotted: str) -> tuple[Any, Any]:
 def set_keys(value: Any, default: Any, prefix: str) -> list[str]:
     """The dotted keys under ``prefix`` whose value differs from the default."""
     if isinstance(value, BaseModel) and isinstance(default, BaseModel):
-        return [k for name in type(value).model_fields
-                for k in set_keys(getattr(value, name), getattr(default, name), f"{prefix}.{name}")]
+        return [
+            k
+            for name in type(value).model_fields
+            for k in set_keys(getattr(value, name), getattr(default, name), f"{prefix}.{name}")
+        ]
     return [] if value == default else [prefix]
 
 
-def reject_unused(cfg: "RunConfig", command: str) -> None:
+def reject_unused(cfg: RunConfig, command: str) -> None:
     """One line naming the first key that ``command`` would ignore although it is set."""
     for section, why in UNUSED.get(command, {}).items():
         keys = set_keys(*_value_and_default(cfg, section), section)
@@ -299,11 +313,27 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 # Names other tools use for our keys: suggested first, since string similarity misses them.
 ALIASES = {
-    "learning_rate": "lr", "gradient_accumulation_steps": "grad_accum", "per_device_train_batch_size": "batch_size",
-    "micro_batch_size": "batch_size", "max_seq_length": "context", "block_size": "context", "seq_len": "context",
-    "n_layer": "num_layers", "num_hidden_layers": "num_layers", "n_head": "num_heads", "n_embd": "hidden_size",
-    "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "use_rslora": "rslora", "max_grad_norm": "grad_clip",
-    "warmup": "warmup_steps", "steps": "max_steps", "num_steps": "max_steps", "bf16": "precision", "output_dir": "out_dir",
+    "learning_rate": "lr",
+    "gradient_accumulation_steps": "grad_accum",
+    "per_device_train_batch_size": "batch_size",
+    "micro_batch_size": "batch_size",
+    "max_seq_length": "context",
+    "block_size": "context",
+    "seq_len": "context",
+    "n_layer": "num_layers",
+    "num_hidden_layers": "num_layers",
+    "n_head": "num_heads",
+    "n_embd": "hidden_size",
+    "lora_r": "r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "use_rslora": "rslora",
+    "max_grad_norm": "grad_clip",
+    "warmup": "warmup_steps",
+    "steps": "max_steps",
+    "num_steps": "max_steps",
+    "bf16": "precision",
+    "output_dir": "out_dir",
 }
 
 
@@ -318,7 +348,7 @@ def _suggest(loc: str, known: list[str]) -> list[str]:
             return (same or cands)[:1]
     hint = difflib.get_close_matches(loc, known, n=1, cutoff=0.5)
     if not hint:  # compare the last part only among the section's keys
-        sibs = [k[len(parent):] for k in known if k.startswith(parent) and "." not in k[len(parent):]]
+        sibs = [k[len(parent) :] for k in known if k.startswith(parent) and "." not in k[len(parent) :]]
         hint = [parent + h for h in difflib.get_close_matches(last, sibs, n=1, cutoff=0.4)]
     return hint
 

@@ -7,7 +7,7 @@ And the two helpers every one-line message uses: the first line of a library's e
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class LmforgeError(Exception):

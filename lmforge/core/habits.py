@@ -8,18 +8,33 @@ Each entry maps a value to ``{dotted lmforge key: value}``; a ``str`` entry is a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import PurePath
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 from lmforge.core.errors import LmforgeError
 
 Mapping = Union[str, Callable[[Any], dict]]
 
-OPTIMIZERS = {"adamw": "adamw", "adamw_torch": "adamw", "adamw_torch_fused": "adamw", "adamw_hf": "adamw",
-              "adamw_8bit": "adamw_8bit", "adamw_bnb_8bit": "adamw_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
-              "sgd": "sgd"}
-SCHEDULERS = {"cosine": "cosine", "cosine_with_min_lr": "cosine", "linear": "linear", "constant": "constant",
-              "constant_with_warmup": "constant", "wsd": "wsd", "warmup_stable_decay": "wsd"}
+OPTIMIZERS = {
+    "adamw": "adamw",
+    "adamw_torch": "adamw",
+    "adamw_torch_fused": "adamw",
+    "adamw_hf": "adamw",
+    "adamw_8bit": "adamw_8bit",
+    "adamw_bnb_8bit": "adamw_8bit",
+    "paged_adamw_8bit": "paged_adamw_8bit",
+    "sgd": "sgd",
+}
+SCHEDULERS = {
+    "cosine": "cosine",
+    "cosine_with_min_lr": "cosine",
+    "linear": "linear",
+    "constant": "constant",
+    "constant_with_warmup": "constant",
+    "wsd": "wsd",
+    "warmup_stable_decay": "wsd",
+}
 METHODS = {"lora": "lora", "qlora": "qlora", "full": "full"}
 
 
@@ -27,9 +42,11 @@ def _choice(key: str, table: dict, target: str) -> Callable[[Any], dict]:
     def read(value):
         name = str(value).strip().lower()
         if name not in table:
-            raise LmforgeError(f"{key}: lmforge has no {value!r}; it has {', '.join(sorted(set(table.values())))} "
-                               f"({target})")
+            raise LmforgeError(
+                f"{key}: lmforge has no {value!r}; it has {', '.join(sorted(set(table.values())))} ({target})"
+            )
         return {target: table[name]}
+
     read.target = target
     return read
 
@@ -51,8 +68,10 @@ def _output_dir(value) -> dict:
 def _val_set_size(value) -> dict:
     if isinstance(value, (int, float)) and 0 <= value < 1:
         return {"data.val_fraction": value}
-    raise LmforgeError(f"val_set_size={value}: lmforge holds out a fraction of the rows, not a count; "
-                       "set data.val_fraction (e.g. 0.05)")
+    raise LmforgeError(
+        f"val_set_size={value}: lmforge holds out a fraction of the rows, not a count; "
+        "set data.val_fraction (e.g. 0.05)"
+    )
 
 
 def _quantization_bit(value) -> dict:
@@ -62,36 +81,53 @@ def _quantization_bit(value) -> dict:
 
 
 ANCHOR_KEYS: dict[str, Mapping] = {
-    "base_model": "model.base", "model_name_or_path": "model.base",
-    "sequence_len": "model.context", "cutoff_len": "model.context", "max_seq_length": "model.context",
+    "base_model": "model.base",
+    "model_name_or_path": "model.base",
+    "sequence_len": "model.context",
+    "cutoff_len": "model.context",
+    "max_seq_length": "model.context",
     "max_length": "model.context",
     "adapter": _choice("adapter", METHODS, "lora.method"),
     "finetuning_type": _choice("finetuning_type", METHODS, "lora.method"),
-    "lora_r": "lora.r", "lora_rank": "lora.r", "lora_alpha": "lora.alpha", "lora_dropout": "lora.dropout",
-    "lora_target": _targets, "lora_target_modules": _targets,
+    "lora_r": "lora.r",
+    "lora_rank": "lora.r",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+    "lora_target": _targets,
+    "lora_target_modules": _targets,
     "lora_target_linear": lambda v: {"lora.target_modules": None} if v else {},
     "load_in_4bit": lambda v: {"lora.method": "qlora"} if v else {},
     "quantization_bit": _quantization_bit,
-    "micro_batch_size": "train.batch_size", "per_device_train_batch_size": "train.batch_size",
+    "micro_batch_size": "train.batch_size",
+    "per_device_train_batch_size": "train.batch_size",
     "gradient_accumulation_steps": "train.grad_accum",
-    "num_epochs": "train.epochs", "num_train_epochs": "train.epochs", "max_steps": "train.max_steps",
+    "num_epochs": "train.epochs",
+    "num_train_epochs": "train.epochs",
+    "max_steps": "train.max_steps",
     "learning_rate": "train.lr",
     "lr_scheduler": _choice("lr_scheduler", SCHEDULERS, "train.lr_scheduler"),
     "lr_scheduler_type": _choice("lr_scheduler_type", SCHEDULERS, "train.lr_scheduler"),
     "optimizer": _choice("optimizer", OPTIMIZERS, "train.optimizer"),
     "optim": _choice("optim", OPTIMIZERS, "train.optimizer"),
-    "warmup_ratio": "train.warmup_ratio", "warmup_steps": "train.warmup_steps", "weight_decay": "train.weight_decay",
+    "warmup_ratio": "train.warmup_ratio",
+    "warmup_steps": "train.warmup_steps",
+    "weight_decay": "train.weight_decay",
     "max_grad_norm": "train.grad_clip",
     "train_on_inputs": lambda v: {"data.completion_only": not v},
     "train_on_prompt": lambda v: {"data.completion_only": not v},
-    "sample_packing": "data.packing", "packing": "data.packing",
+    "sample_packing": "data.packing",
+    "packing": "data.packing",
     "gradient_checkpointing": "train.gradient_checkpointing",
     "val_set_size": _val_set_size,
-    "save_total_limit": "train.keep_last", "eval_steps": "train.eval_every", "save_steps": "train.save_every",
-    "logging_steps": "train.log_every", "report_to": "train.report_to",
+    "save_total_limit": "train.keep_last",
+    "eval_steps": "train.eval_every",
+    "save_steps": "train.save_every",
+    "logging_steps": "train.log_every",
+    "report_to": "train.report_to",
     "output_dir": _output_dir,
     "bf16": lambda v: {"train.precision": "bf16" if v else "fp32"},
-    "template": "data.chat_template", "chat_template": "data.chat_template",
+    "template": "data.chat_template",
+    "chat_template": "data.chat_template",
 }
 
 # Settings of those tools lmforge does not have: said so, with what comes nearest where something does.

@@ -19,8 +19,9 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from lmforge.core.errors import LmforgeError, did_you_mean
 
@@ -47,8 +48,10 @@ class Objective:
         accepted = self.options()
         for key in args:
             if key not in accepted:
-                raise LmforgeError(f"train.objective_args: {self.name} takes no {key!r}"
-                                   + (did_you_mean(key, accepted) if accepted else "; it takes none"))
+                raise LmforgeError(
+                    f"train.objective_args: {self.name} takes no {key!r}"
+                    + (did_you_mean(key, accepted) if accepted else "; it takes none")
+                )
         kwargs = dict(args)
         if self.needs_tokenizer:
             kwargs["tokenizer"] = tokenizer
@@ -69,8 +72,9 @@ class Metric:
 def _as_objective(name: str, obj: Any) -> Objective:
     if isinstance(obj, Objective):
         return obj
-    return Objective(name, obj, bool(getattr(obj, "needs_reference", False)),
-                     bool(getattr(obj, "needs_tokenizer", False)))
+    return Objective(
+        name, obj, bool(getattr(obj, "needs_reference", False)), bool(getattr(obj, "needs_tokenizer", False))
+    )
 
 
 def _as_metric(name: str, obj: Any) -> Metric:
@@ -95,6 +99,7 @@ class Registry:
 
     def register(self, name: str) -> Callable:
         """Decorator: registers a plain callable (a format, a task factory, a reward) under ``name``."""
+
         def deco(obj):
             self.add(name, obj)
             return obj
@@ -128,6 +133,7 @@ TASKS = Registry("task")
 
 def objective(name: str, *, needs_reference: bool = False, needs_tokenizer: bool = False) -> Callable:
     """Registers ``fn`` as the objective ``name``; returns ``fn`` unchanged."""
+
     def deco(fn):
         OBJECTIVES.add(name, Objective(name, fn, needs_reference, needs_tokenizer))
         return fn
@@ -137,6 +143,7 @@ def objective(name: str, *, needs_reference: bool = False, needs_tokenizer: bool
 
 def metric(name: str, *, higher_is_better: bool = True) -> Callable:
     """Registers ``fn`` as the per-example metric ``name``; returns ``fn`` unchanged."""
+
     def deco(fn):
         METRICS.add(name, Metric(name, fn, higher_is_better))
         return fn

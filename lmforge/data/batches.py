@@ -29,7 +29,7 @@ class Layout:
     def mine(self, rows: list) -> list[list]:
         """Splits the global rows into this process's micro-batches (micro-batch k, rank r)."""
         B, W = self.batch_size, self.world
-        return [rows[(k * W + self.rank) * B:(k * W + self.rank + 1) * B] for k in range(self.grad_accum)]
+        return [rows[(k * W + self.rank) * B : (k * W + self.rank + 1) * B] for k in range(self.grad_accum)]
 
 
 def _generator(seed: int, step: int) -> torch.Generator:
@@ -47,7 +47,7 @@ class PackedStream:
     def train_step(self, step: int) -> list[dict]:
         g = _generator(self.seed, step)
         starts = torch.randint(0, len(self.train) - self.block, (self.layout.global_rows,), generator=g)
-        rows = [self.train[s:s + self.block] for s in starts.tolist()]
+        rows = [self.train[s : s + self.block] for s in starts.tolist()]
         # every position but the first is a target (labels are shifted inside the objective)
         num_tokens = self.layout.global_rows * (self.block - 1)
         return [self._batch(r, num_tokens) for r in self.layout.mine(rows)]
@@ -64,9 +64,9 @@ class PackedStream:
         B = self.layout.batch_size
         want = min(n_blocks, max_batches * B)
         idx = torch.linspace(0, n_blocks - 1, want).long().unique().tolist()
-        rows = [self.val[i * self.block:(i + 1) * self.block] for i in idx]
-        mine = rows[self.layout.rank::self.layout.world]
-        return [self._batch(mine[i:i + B], None) for i in range(0, len(mine), B)]
+        rows = [self.val[i * self.block : (i + 1) * self.block] for i in idx]
+        mine = rows[self.layout.rank :: self.layout.world]
+        return [self._batch(mine[i : i + B], None) for i in range(0, len(mine), B)]
 
     @staticmethod
     def _batch(rows: list[torch.Tensor], num_tokens) -> dict:
@@ -97,8 +97,9 @@ def n_targets(example: dict) -> int:
 class ExampleBatches:
     """Fine-tuning: tokenized examples, reshuffled every epoch by (seed, epoch), padded per micro-batch."""
 
-    def __init__(self, train: list[dict], val: list[dict], layout: Layout, seed: int, pad_id: int,
-                 group_by_length: bool = False):
+    def __init__(
+        self, train: list[dict], val: list[dict], layout: Layout, seed: int, pad_id: int, group_by_length: bool = False
+    ):
         if not train:
             raise ValueError("no training examples")
         self.train, self.val, self.layout, self.seed, self.pad_id = train, val, layout, seed, pad_id
@@ -118,8 +119,8 @@ class ExampleBatches:
         shuffled order is sorted by length and cut into batches, whose order is then shuffled again."""
         G, out = self.layout.global_rows, []
         for start in range(0, len(perm), G * mega):
-            chunk = sorted(perm[start:start + G * mega], key=lambda i: len(self.train[i]["input_ids"]))
-            batches = [chunk[j:j + G] for j in range(0, len(chunk), G)]
+            chunk = sorted(perm[start : start + G * mega], key=lambda i: len(self.train[i]["input_ids"]))
+            batches = [chunk[j : j + G] for j in range(0, len(chunk), G)]
             out += [i for b in torch.randperm(len(batches), generator=g).tolist() for i in batches[b]]
         return out
 
@@ -144,10 +145,10 @@ class ExampleBatches:
 
     def val_batches(self, max_batches: int) -> list[dict]:
         B = self.layout.batch_size
-        mine = self.val[self.layout.rank::self.layout.world][: max_batches * B]
+        mine = self.val[self.layout.rank :: self.layout.world][: max_batches * B]
         out = []
         for i in range(0, len(mine), B):
-            b = collate(mine[i:i + B], self.pad_id)
-            b["num_tokens"] = max(1, sum(n_targets(e) for e in mine[i:i + B]))
+            b = collate(mine[i : i + B], self.pad_id)
+            b["num_tokens"] = max(1, sum(n_targets(e) for e in mine[i : i + B]))
             out.append(b)
         return out

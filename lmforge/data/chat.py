@@ -30,9 +30,18 @@ CHAT_FORMATS = ("chat", "sharegpt")
 only ``conversations``."""
 
 # ShareGPT speakers (``from``) and the role each is.
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "chatgpt": "assistant", "function_call": "assistant", "system": "system", "tool": "tool",
-                  "function": "tool", "observation": "tool"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "function_call": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "tool",
+    "observation": "tool",
+}
 
 CHATML = r"""{%- for message in messages -%}
 {%- if message['role'] == 'assistant' -%}
@@ -98,9 +107,12 @@ ALPACA = r"""{{- bos_token -}}
 
 TEMPLATES = {"chatml": CHATML, "llama3": LLAMA3, "zephyr": ZEPHYR, "alpaca": ALPACA}
 """The named chat templates (``data.chat_template: chatml``); ``tokenizer`` names the tokenizer's own."""
-TEMPLATE_TOKENS = {"chatml": ("<|im_start|>", "<|im_end|>"),
-                   "llama3": ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
-                   "zephyr": ("<|system|>", "<|user|>", "<|assistant|>"), "alpaca": ()}
+TEMPLATE_TOKENS = {
+    "chatml": ("<|im_start|>", "<|im_end|>"),
+    "llama3": ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+    "zephyr": ("<|system|>", "<|user|>", "<|assistant|>"),
+    "alpaca": (),
+}
 """The marker tokens each named template writes besides the tokenizer's BOS and EOS."""
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>")
 """The tokens that close an assistant turn in the named templates where that is not EOS."""
@@ -119,6 +131,7 @@ def uses_chat(data_cfg: DataConfig) -> bool:
 
 
 # ---- rows to conversations ------------------------------------------------------------------------------
+
 
 def conversation(row: dict, sharegpt: bool = False) -> list[dict]:
     """The row's turns as ``[{role, content}]``: ``messages`` (``{role, content}``, OpenAI style) or
@@ -139,17 +152,24 @@ def conversation(row: dict, sharegpt: bool = False) -> list[dict]:
         raise LmforgeError(f"column {key!r} must be a list of {{role, content}} or {{from, value}} objects")
     messages = [_turn(t, key, i) for i, t in enumerate(turns)]
     system = row.get("system")
-    if key == "conversations" and isinstance(system, str) and system and (not messages or
-                                                                            messages[0]["role"] != "system"):
+    if (
+        key == "conversations"
+        and isinstance(system, str)
+        and system
+        and (not messages or messages[0]["role"] != "system")
+    ):
         messages.insert(0, {"role": "system", "content": system})
     if not messages:
         raise LmforgeError(f"column {key!r} has no turns")
     if not any(m["role"] == "assistant" for m in messages):
-        raise LmforgeError(f"column {key!r} has no assistant turn: nothing to learn (it must end with an "
-                           "assistant turn)")
+        raise LmforgeError(
+            f"column {key!r} has no assistant turn: nothing to learn (it must end with an assistant turn)"
+        )
     if messages[-1]["role"] != "assistant":
-        raise LmforgeError(f"column {key!r} must end with an assistant turn (the completion to learn), "
-                           f"not a {messages[-1]['role']} turn")
+        raise LmforgeError(
+            f"column {key!r} must end with an assistant turn (the completion to learn), "
+            f"not a {messages[-1]['role']} turn"
+        )
     return messages
 
 
@@ -157,8 +177,9 @@ def _turn(turn: dict, key: str, i: int) -> dict:
     if "from" in turn and "role" not in turn:  # ShareGPT
         speaker = str(turn["from"]).strip().lower()
         if speaker not in SHAREGPT_ROLES:
-            raise LmforgeError(f"{key}[{i}]: unknown role {turn['from']!r}; ShareGPT roles are "
-                               f"{', '.join(SHAREGPT_ROLES)}")
+            raise LmforgeError(
+                f"{key}[{i}]: unknown role {turn['from']!r}; ShareGPT roles are {', '.join(SHAREGPT_ROLES)}"
+            )
         role, content = SHAREGPT_ROLES[speaker], turn.get("value")
         out = {}
     elif "role" in turn:
@@ -176,6 +197,7 @@ def _turn(turn: dict, key: str, i: int) -> dict:
 
 # ---- templates --------------------------------------------------------------------------------------------
 
+
 def template_choice(data_cfg: DataConfig) -> Optional[str]:
     """``data.chat_template``; else ``data.template`` when the data is chat (a name, as LLaMA-Factory's
     ``template: llama3``, or Jinja text); None means the tokenizer's own."""
@@ -189,9 +211,11 @@ def resolve_template(tokenizer, choice: Optional[str]) -> tuple[str, str]:
     if choice is None or choice.strip().lower() == "tokenizer":
         own = getattr(tokenizer, "chat_template", None)
         if not own:
-            raise LmforgeError("format 'chat' needs a chat template: this tokenizer has none; set "
-                               f"data.chat_template to one of {', '.join(TEMPLATES)} or to Jinja text "
-                               "(data.template is read the same way)")
+            raise LmforgeError(
+                "format 'chat' needs a chat template: this tokenizer has none; set "
+                f"data.chat_template to one of {', '.join(TEMPLATES)} or to Jinja text "
+                "(data.template is read the same way)"
+            )
         return "tokenizer", own if isinstance(own, str) else tokenizer.get_chat_template()
     name = choice.strip()
     if name.lower() in TEMPLATES:
@@ -215,8 +239,10 @@ def chat_template_for(tokenizer, data_cfg: DataConfig) -> tuple[str, str]:
     label, template = resolve_template(tokenizer, template_choice(data_cfg))
     missing = missing_tokens(tokenizer, label)
     if missing:
-        raise LmforgeError(f"chat template {label} writes {', '.join(missing)}, which the tokenizer lacks; "
-                           "add them with lmforge.data.chat.prepare_tokenizer and resize the model's embeddings")
+        raise LmforgeError(
+            f"chat template {label} writes {', '.join(missing)}, which the tokenizer lacks; "
+            "add them with lmforge.data.chat.prepare_tokenizer and resize the model's embeddings"
+        )
     return label, template
 
 
@@ -235,8 +261,7 @@ def prepare_tokenizer(tokenizer, *data_cfgs: DataConfig) -> bool:
         label, template = resolve_template(tokenizer, choice)
         missing = missing_tokens(tokenizer, label)
         if missing:
-            tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing],
-                                 special_tokens=True)
+            tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
         if own is None and label != "tokenizer":
             own = template
     if own is not None:
@@ -254,6 +279,7 @@ def stop_ids(tokenizer) -> list[int]:
 
 # ---- the spans each assistant turn adds ---------------------------------------------------------------
 
+
 def _render(tokenizer, messages: list[dict], template: str, **kwargs):
     try:
         return tokenizer.apply_chat_template(messages, chat_template=template, **kwargs)
@@ -267,8 +293,7 @@ def assistant_spans(messages: list[dict], tokenizer, template: str) -> tuple[lis
     """The conversation's token ids and one ``(start, end)`` token range per assistant turn: its content
     and the token that closes it, from the template's generation markers or its prefix renderings."""
     if _GENERATION.search(template):
-        out = _render(tokenizer, messages, template, tokenize=True, return_dict=True,
-                      return_assistant_tokens_mask=True)
+        out = _render(tokenizer, messages, template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
         ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
         spans, start = [], None
         for i, m in enumerate([*mask, 0]):
@@ -281,8 +306,10 @@ def assistant_spans(messages: list[dict], tokenizer, template: str) -> tuple[lis
         ids, spans = _prefix_spans(messages, tokenizer, template)
     turns = sum(m["role"] == "assistant" for m in messages)
     if len(spans) != turns:
-        raise LmforgeError(f"the chat template marks {len(spans)} assistant spans for {turns} assistant turns; "
-                           "put {% generation %} around each assistant turn's content and end token")
+        raise LmforgeError(
+            f"the chat template marks {len(spans)} assistant spans for {turns} assistant turns; "
+            "put {% generation %} around each assistant turn's content and end token"
+        )
     return ids, spans
 
 
@@ -295,11 +322,13 @@ def _prefix_spans(messages: list[dict], tokenizer, template: str) -> tuple[list[
         if m["role"] != "assistant":
             continue
         before = _render(tokenizer, messages[:i], template, tokenize=False, add_generation_prompt=True)
-        after = _render(tokenizer, messages[:i + 1], template, tokenize=False)
+        after = _render(tokenizer, messages[: i + 1], template, tokenize=False)
         if not (after.startswith(before) and full.startswith(after)) or len(before) < last:
-            raise LmforgeError(f"the chat template renders turn {i + 1} differently once later turns follow, so "
-                               "its tokens cannot be found exactly; add {% generation %} markers or pick a named "
-                               f"template ({', '.join(TEMPLATES)})")
+            raise LmforgeError(
+                f"the chat template renders turn {i + 1} differently once later turns follow, so "
+                "its tokens cannot be found exactly; add {% generation %} markers or pick a named "
+                f"template ({', '.join(TEMPLATES)})"
+            )
         last = max(len(before), len(after.rstrip()))
         chars.append((len(before), last))
     return _token_spans(full, chars, tokenizer)
@@ -307,9 +336,11 @@ def _prefix_spans(messages: list[dict], tokenizer, template: str) -> tuple[list[
 
 def _token_spans(text: str, chars: list[tuple[int, int]], tokenizer) -> tuple[list[int], list[tuple[int, int]]]:
     """Character spans of ``text`` to token spans; an error unless every span edge is a token edge."""
-    inexact = LmforgeError("the chat template's assistant turns do not start and end on token boundaries, so "
-                           "their tokens cannot be found exactly; add {% generation %} markers to the template "
-                           f"or pick a named one ({', '.join(TEMPLATES)})")
+    inexact = LmforgeError(
+        "the chat template's assistant turns do not start and end on token boundaries, so "
+        "their tokens cannot be found exactly; add {% generation %} markers to the template "
+        f"or pick a named one ({', '.join(TEMPLATES)})"
+    )
     edges = sorted({e for span in chars for e in span} - {0, len(text)})
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
@@ -323,8 +354,9 @@ def _token_spans(text: str, chars: list[tuple[int, int]], tokenizer) -> tuple[li
         return ids, spans
     # a slow tokenizer has no offsets: the pieces between edges, tokenized apart, must join to the whole
     cuts = [0, *edges, len(text)]
-    pieces = [tokenizer(text[a:b], add_special_tokens=False, verbose=False)["input_ids"]
-              for a, b in zip(cuts, cuts[1:])]
+    pieces = [
+        tokenizer(text[a:b], add_special_tokens=False, verbose=False)["input_ids"] for a, b in zip(cuts, cuts[1:])
+    ]
     ids = [t for p in pieces for t in p]
     if ids != list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]):
         raise inexact

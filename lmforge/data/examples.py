@@ -42,8 +42,14 @@ def encode_prompt(prompt: str, tokenizer) -> list[int]:
     return bos + tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"]
 
 
-def assemble(bos: list[int], prompt_ids: list[int], completion_ids: list[int], eos: int, max_len: int,
-             completion_only: bool = True) -> dict:
+def assemble(
+    bos: list[int],
+    prompt_ids: list[int],
+    completion_ids: list[int],
+    eos: int,
+    max_len: int,
+    completion_only: bool = True,
+) -> dict:
     """Joins the pieces into ``input_ids`` and ``labels`` (-100 on BOS and, if completion_only, the prompt).
 
     Too long: the prompt loses tokens from its left (the end of the prompt, next to the answer, is kept)
@@ -57,9 +63,9 @@ def assemble(bos: list[int], prompt_ids: list[int], completion_ids: list[int], e
     p, c, end = prompt_ids, completion_ids, [eos]
     if len(p) + len(c) > room:
         keep_c = min(len(c), room - min(len(p), room // 2))
-        p = p[len(p) - (room - keep_c):] if room - keep_c > 0 else []
+        p = p[len(p) - (room - keep_c) :] if room - keep_c > 0 else []
         if keep_c < len(c):  # the answer is cut: its continuation takes EOS's place
-            c, end = c[:keep_c + 1], []
+            c, end = c[: keep_c + 1], []
     input_ids = bos + p + c + end
     n_masked = len(bos) + (len(p) if completion_only else 0)
     labels = [IGNORE] * n_masked + input_ids[n_masked:]
@@ -114,8 +120,9 @@ def assemble_chat(ids: list[int], spans: list[tuple[int, int]], max_len: int, co
     return {"input_ids": kept, "labels": labels, "spans": spans, "length": len(ids)}
 
 
-def chat_examples(records: list[Record], fmt: str, data_cfg: DataConfig, tokenizer, max_len: int,
-                  path: str = "data") -> list[dict]:
+def chat_examples(
+    records: list[Record], fmt: str, data_cfg: DataConfig, tokenizer, max_len: int, path: str = "data"
+) -> list[dict]:
     """Conversations to examples: one per row, every assistant turn a target (``data.assistant_turns``).
 
     ``prompt`` is the text before the last target span and ``completion`` that span, as for other
@@ -139,8 +146,9 @@ def chat_examples(records: list[Record], fmt: str, data_cfg: DataConfig, tokeniz
             dropped += 1
             continue
         s, e = ex["spans"][-1]
-        ex.update(prompt=tokenizer.decode(ex["input_ids"][:s]), completion=tokenizer.decode(ex["input_ids"][s:e]),
-                  row=rec.row)
+        ex.update(
+            prompt=tokenizer.decode(ex["input_ids"][:s]), completion=tokenizer.decode(ex["input_ids"][s:e]), row=rec.row
+        )
         out.append(ex)
     if truncated:
         log.warning("%s: %d of %d conversations cut to max_len=%d", path, truncated, len(records), max_len)
@@ -213,5 +221,7 @@ def describe(train: list[dict], val: list[dict], max_len: Optional[int] = None) 
     """One line to print at start: counts of examples and of target tokens."""
     longest = max((len(ex["input_ids"]) for ex in train), default=0)
     cap = f" (max_len {max_len})" if max_len else ""
-    return (f"data: {len(train)} train / {len(val)} val examples, {target_tokens(train)} train target tokens, "
-            f"longest {longest} tokens{cap}")
+    return (
+        f"data: {len(train)} train / {len(val)} val examples, {target_tokens(train)} train target tokens, "
+        f"longest {longest} tokens{cap}"
+    )

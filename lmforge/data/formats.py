@@ -105,8 +105,9 @@ def template_format(row: dict, template: Optional[str] = None, **_: Any) -> tupl
     and the completion ``row["output"]``.
     """
     if not template:
-        raise LmforgeError("data.format=template needs data.template, "
-                           "e.g. '### Question: {input}\\n### Answer: {output}'")
+        raise LmforgeError(
+            "data.format=template needs data.template, e.g. '### Question: {input}\\n### Answer: {output}'"
+        )
     pieces, last = split_template(template)
     formatter = string.Formatter()
     parts = []
@@ -118,12 +119,13 @@ def template_format(row: dict, template: Optional[str] = None, **_: Any) -> tupl
             value = formatter.convert_field(column(row, name), conversion)
             parts.append(formatter.format_field(value, spec or ""))
     cut = parts.index(None)
-    return "".join(parts[:cut]), "".join(parts[cut + 1:])
+    return "".join(parts[:cut]), "".join(parts[cut + 1 :])
 
 
 @FORMATS.register("chat")
-def chat_format(row: dict, tokenizer=None, template: Optional[str] = None, sharegpt: bool = False,
-                **_: Any) -> tuple[str, str]:
+def chat_format(
+    row: dict, tokenizer=None, template: Optional[str] = None, sharegpt: bool = False, **_: Any
+) -> tuple[str, str]:
     """A conversation as one pair: every turn before the last through the chat template plus the generation
     prompt (what ``generate`` will see), then the last assistant turn with its end-of-turn marker.
 
@@ -144,10 +146,10 @@ def chat_format(row: dict, tokenizer=None, template: Optional[str] = None, share
         first = first_line(e)
         raise LmforgeError(f"chat template failed: {first}") from None
     # a template that renders the last turn differently with history (rare) falls back to the content
-    completion = full[len(prompt):] if full.startswith(prompt) else messages[-1]["content"]
+    completion = full[len(prompt) :] if full.startswith(prompt) else messages[-1]["content"]
     bos, eos = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "eos_token", None)
     if bos and prompt.startswith(bos):
-        prompt = prompt[len(bos):]
+        prompt = prompt[len(bos) :]
     completion = completion.rstrip()
     if eos and completion.endswith(eos):
         completion = completion[: -len(eos)]

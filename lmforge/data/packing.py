@@ -85,8 +85,13 @@ def pack(rows: list[list[dict]], pad_id: int, context: int) -> dict:
         labels.append(r_labels + [IGNORE] * pad)
         pos.append(r_pos + list(range(pad)))
     position_ids = torch.tensor(pos, dtype=torch.long)
-    return {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long),
-            "position_ids": position_ids, "attention_mask": block_causal_mask(position_ids), "real_tokens": real}
+    return {
+        "input_ids": torch.tensor(ids, dtype=torch.long),
+        "labels": torch.tensor(labels, dtype=torch.long),
+        "position_ids": position_ids,
+        "attention_mask": block_causal_mask(position_ids),
+        "real_tokens": real,
+    }
 
 
 class PackedExamples(ExampleBatches):

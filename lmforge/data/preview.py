@@ -80,8 +80,9 @@ def first_fit_blocks(lengths: list[int], block: int) -> int:
     return used
 
 
-def padded_fill(train: list[dict], batch_size: int, grad_accum: int, seed: int, pad_id: int,
-                group_by_length: bool) -> float:
+def padded_fill(
+    train: list[dict], batch_size: int, grad_accum: int, seed: int, pad_id: int, group_by_length: bool
+) -> float:
     """Real tokens / tokens of the padded micro-batches, over one epoch of the batches training draws."""
     batches = ExampleBatches(train, [], Layout(batch_size, grad_accum), seed, pad_id, group_by_length)
     real = total = 0
@@ -108,8 +109,10 @@ def full_length(example: dict, tokenizer) -> int:
     if "length" in example:
         return example["length"]
     bos, _ = special_ids(tokenizer)
-    enc = [tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] if t else []
-           for t in (example["prompt"], example["completion"])]
+    enc = [
+        tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] if t else []
+        for t in (example["prompt"], example["completion"])
+    ]
     return len(bos) + len(enc[0]) + len(enc[1]) + 1
 
 
@@ -122,8 +125,9 @@ def model_context(cfg: RunConfig) -> int:
     from transformers import AutoConfig
 
     try:
-        conf = AutoConfig.from_pretrained(resolve_model_path(cfg.model.base),
-                                          trust_remote_code=cfg.model.trust_remote_code)
+        conf = AutoConfig.from_pretrained(
+            resolve_model_path(cfg.model.base), trust_remote_code=cfg.model.trust_remote_code
+        )
     except Exception:  # a model without a readable config: the loader's own default
         return 1024
     return min(getattr(conf, "max_position_embeddings", 1024) or 1024, 1024)
@@ -142,51 +146,82 @@ def preview_data(cfg: RunConfig, rows: int = 3) -> Preview:
     context = model_context(cfg)
     notes = []
     if grew:
-        notes.append(f"the tokenizer grows to {len(tokenizer)} tokens (PAD or chat markers added); "
-                     "the model's embeddings grow with it")
+        notes.append(
+            f"the tokenizer grows to {len(tokenizer)} tokens (PAD or chat markers added); "
+            "the model's embeddings grow with it"
+        )
     data = cfg.data
     if data.format == "text" and all(s.format in (None, "text") for s in data.train):
         notes.append(f"text data: fine-tuning packs it into blocks of {context} tokens; shown here row by row")
     if getattr(data, "packing", False):
-        notes.append(f"data.packing is on: training lays examples end to end in rows of {context} tokens "
-                     "(best-fit), so the padding above is what it avoids")
+        notes.append(
+            f"data.packing is on: training lays examples end to end in rows of {context} tokens "
+            "(best-fit), so the padding above is what it avoids"
+        )
     train, val = load_examples(data, tokenizer, context, cfg.seed)
     quiet = logging.getLogger("lmforge.data.examples")
     level, _ = quiet.level, quiet.setLevel(logging.ERROR)  # its warnings were said once already
     try:
-        shown = source_examples(data.train[0], data, tokenizer, context)[:max(rows, 0)]
+        shown = source_examples(data.train[0], data, tokenizer, context)[: max(rows, 0)]
     finally:
         quiet.setLevel(level)
-    examples = [{"tokens": len(ex["input_ids"]), "trained": sum(t != IGNORE for t in ex["labels"]),
-                 "length": full_length(ex, tokenizer), "segments": segments(ex, tokenizer)} for ex in shown]
+    examples = [
+        {
+            "tokens": len(ex["input_ids"]),
+            "trained": sum(t != IGNORE for t in ex["labels"]),
+            "length": full_length(ex, tokenizer),
+            "segments": segments(ex, tokenizer),
+        }
+        for ex in shown
+    ]
     lengths = [len(ex["input_ids"]) for ex in train]
     blocks = first_fit_blocks(lengths, context)
     chat = uses_chat(data)
     return Preview(
-        source=data.train[0].path, format=data.train[0].format or data.format,
+        source=data.train[0].path,
+        format=data.train[0].format or data.format,
         chat_template=(template_choice(data) or "tokenizer") if chat else None,
-        assistant_turns=data.assistant_turns, context=context, examples=examples,
-        n_train=len(train), n_val=len(val), train_tokens=sum(lengths),
-        trained_tokens=sum(sum(t != IGNORE for t in ex["labels"]) for ex in train), longest=max(lengths, default=0),
+        assistant_turns=data.assistant_turns,
+        context=context,
+        examples=examples,
+        n_train=len(train),
+        n_val=len(val),
+        train_tokens=sum(lengths),
+        trained_tokens=sum(sum(t != IGNORE for t in ex["labels"]) for ex in train),
+        longest=max(lengths, default=0),
         cut_train=sum(full_length(ex, tokenizer) > context for ex in train),
         cut_val=sum(full_length(ex, tokenizer) > context for ex in val),
-        batch_size=cfg.train.batch_size, group_by_length=data.group_by_length,
-        padded_fill=padded_fill(train, cfg.train.batch_size, cfg.train.grad_accum, cfg.seed, tokenizer.pad_token_id,
-                                data.group_by_length) if train else 0.0,
-        packed_blocks=blocks, packed_fill=sum(lengths) / max(blocks * context, 1), notes=notes)
+        batch_size=cfg.train.batch_size,
+        group_by_length=data.group_by_length,
+        padded_fill=padded_fill(
+            train, cfg.train.batch_size, cfg.train.grad_accum, cfg.seed, tokenizer.pad_token_id, data.group_by_length
+        )
+        if train
+        else 0.0,
+        packed_blocks=blocks,
+        packed_fill=sum(lengths) / max(blocks * context, 1),
+        notes=notes,
+    )
 
 
 def render_text(p: Preview, colour: bool = False) -> str:
     """The preview for a terminal: trained tokens green (``colour``) or in ``[[...]]``, context dimmed or plain."""
     chat = f", chat template {p.chat_template}, assistant turns: {p.assistant_turns}" if p.chat_template else ""
-    legend = (f"{GREEN}trained tokens in green{RESET}, {DIM}context (no loss) dimmed{RESET}" if colour
-              else f"trained tokens {OPEN}in double brackets{CLOSE}, context (no loss) plain")
+    legend = (
+        f"{GREEN}trained tokens in green{RESET}, {DIM}context (no loss) dimmed{RESET}"
+        if colour
+        else f"trained tokens {OPEN}in double brackets{CLOSE}, context (no loss) plain"
+    )
     lines = [f"data preview: {p.source} (format {p.format}{chat}); context {p.context}", legend]
     for i, ex in enumerate(p.examples, 1):
         cut = f", cut from {ex['length']}" if ex["length"] > ex["tokens"] else ""
         lines += ["", f"--- example {i}: {ex['tokens']} tokens{cut}, {ex['trained']} trained"]
-        body = "".join((f"{GREEN}{t}{RESET}" if colour else f"{OPEN}{t}{CLOSE}") if trained
-                       else (f"{DIM}{t}{RESET}" if colour else t) for t, trained in ex["segments"])
+        body = "".join(
+            (f"{GREEN}{t}{RESET}" if colour else f"{OPEN}{t}{CLOSE}")
+            if trained
+            else (f"{DIM}{t}{RESET}" if colour else t)
+            for t, trained in ex["segments"]
+        )
         lines.append(body)
     lines += ["", *summary(p)]
     return "\n".join(lines)
@@ -209,8 +244,12 @@ def summary(p: Preview) -> list[str]:
 @functools.cache
 def _environment() -> Environment:
     # autoescape: every piece of the data is escaped by Jinja, never by hand
-    return Environment(loader=PackageLoader("lmforge.data", "templates"), autoescape=True,
-                       undefined=StrictUndefined, keep_trailing_newline=True)
+    return Environment(
+        loader=PackageLoader("lmforge.data", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
 
 
 def render_html(p: Preview) -> str:

@@ -31,8 +31,9 @@ def read_rows(path: str | Path, split: str = "train") -> list[dict]:
     return [r.row for r in read_records(path, split)]
 
 
-def read_records(path: str | Path, split: str = "train", subset: Optional[str] = None,
-                 max_rows: Optional[int] = None) -> list[Record]:
+def read_records(
+    path: str | Path, split: str = "train", subset: Optional[str] = None, max_rows: Optional[int] = None
+) -> list[Record]:
     """Like ``read_rows`` but each row comes with its place, for error messages."""
     p = Path(path).expanduser()
     if p.is_dir():
@@ -60,8 +61,13 @@ def _read_file(p: Path) -> list[Record]:
         records = _read_parquet(p)
     else:
         text = read_text(p)
-        reader = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".tsv": _read_csv,
-                  ".txt": _read_lines}[suffix]
+        reader = {
+            ".jsonl": _read_jsonl,
+            ".json": _read_json,
+            ".csv": _read_csv,
+            ".tsv": _read_csv,
+            ".txt": _read_lines,
+        }[suffix]
         records = reader(p, text) if text.strip() else []
     if not records:
         raise LmforgeError(f"{p}: empty file, no rows")
@@ -129,7 +135,7 @@ def _read_json(p: Path, text: str) -> list[Record]:
         else:
             bad_line = text.count("\n", 0, i) + 1
             raise LmforgeError(f"{p}:{bad_line}: not valid JSON: expected ',' or ']' after row {len(out) - 1}")
-    if text[i + 1:].strip():
+    if text[i + 1 :].strip():
         raise LmforgeError(f"{p}:{text.count(chr(10), 0, i) + 1}: not valid JSON: extra data after the list")
     return out
 
@@ -142,8 +148,9 @@ def _not_one_object(p: Path, text: str) -> None:
         return
     if len(text.strip().splitlines()) > 1 or not isinstance(value, dict):
         keys = f" with keys {sorted(value)[:5]}" if isinstance(value, dict) else ""
-        raise LmforgeError(f"{p}: expected a list of objects (or one object per line), got one "
-                           f"{type(value).__name__}{keys}")
+        raise LmforgeError(
+            f"{p}: expected a list of objects (or one object per line), got one {type(value).__name__}{keys}"
+        )
 
 
 def _skip_space(text: str, i: int) -> int:
@@ -193,7 +200,9 @@ def _read_parquet(p: Path) -> list[Record]:
     return [Record(f"{p}: row {i}", row) for i, row in enumerate(rows)]
 
 
-def read_hub(name: str, split: str = "train", subset: Optional[str] = None, max_rows: Optional[int] = None) -> list[Record]:
+def read_hub(
+    name: str, split: str = "train", subset: Optional[str] = None, max_rows: Optional[int] = None
+) -> list[Record]:
     """A hub dataset through ``datasets.load_dataset`` (streamed when ``max_rows``); offline gives one line."""
     import itertools
 
@@ -212,5 +221,3 @@ def read_hub(name: str, split: str = "train", subset: Optional[str] = None, max_
     if not records:
         raise LmforgeError(f"dataset {name!r} split {split!r} has no rows")
     return records
-
-

@@ -31,7 +31,9 @@ def source_texts(src: SourceConfig) -> list[str]:
     if p.is_file():
         docs = [read_text(p)]
     elif p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in TEXT_SUFFIXES and not f.name.startswith("."))
+        files = sorted(
+            f for f in p.rglob("*") if f.is_file() and f.suffix in TEXT_SUFFIXES and not f.name.startswith(".")
+        )
         if not files:
             raise LmforgeError(f"{p}: folder has no text files (.txt, .md, .raw)")
         docs = [read_text(f) for f in files]

@@ -19,10 +19,13 @@ SEVERITIES = ("error", "warning", "info")
 SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p": 1.0, "min_p": None}
 # Data formats: (name, the keys that identify a row, the key of the completion that must end with EOS).
 # First match wins; chat rows get their EOS from the chat template.
-ROW_KINDS = [("chat", ("messages",), None), ("alpaca", ("instruction", "output"), "output"),
-             ("prompt_completion", ("prompt", "completion"), "completion"),
-             ("input_output", ("input", "output"), "output"),
-             ("text", ("text",), "text")]
+ROW_KINDS = [
+    ("chat", ("messages",), None),
+    ("alpaca", ("instruction", "output"), "output"),
+    ("prompt_completion", ("prompt", "completion"), "completion"),
+    ("input_output", ("input", "output"), "output"),
+    ("text", ("text",), "text"),
+]
 GENERATION_KEYS = {"max_length", "max_new_tokens", "do_sample", "eos_token_id", "pad_token_id", *SAMPLING_DEFAULTS}
 
 
@@ -65,10 +68,19 @@ class Setup:
         return self._lengths[text]
 
 
-def check(model=None, tokenizer=None, generation: Optional[dict] = None, prompts: Optional[list[str]] = None,
-          rows: Optional[list[dict]] = None, append_eos: bool = True, data_format: Optional[str] = None,
-          max_positions: Optional[int] = None, purpose: str = "doctor", where: Optional[list[str]] = None,
-          only: Optional[list[str]] = None) -> list[Finding]:
+def check(
+    model=None,
+    tokenizer=None,
+    generation: Optional[dict] = None,
+    prompts: Optional[list[str]] = None,
+    rows: Optional[list[dict]] = None,
+    append_eos: bool = True,
+    data_format: Optional[str] = None,
+    max_positions: Optional[int] = None,
+    purpose: str = "doctor",
+    where: Optional[list[str]] = None,
+    only: Optional[list[str]] = None,
+) -> list[Finding]:
     """Runs every registered check (or those named in ``only``); findings sorted errors first."""
     if purpose not in ("doctor", "train", "generate"):
         raise ValueError(f"purpose must be doctor, train or generate, got {purpose!r}")
@@ -87,6 +99,7 @@ def raise_on_errors(findings: list[Finding]) -> None:
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
+
 
 def row_kind(row: dict) -> Optional[str]:
     """Which of the known data formats a row is in (None when none fits)."""
@@ -134,6 +147,7 @@ def _ids(value) -> set:
 
 # ---- checks ------------------------------------------------------------------------------------------
 
+
 @CHECKS.register("pad")
 def check_pad(s: Setup) -> list[Finding]:
     """PAD must exist and differ from EOS: with PAD == EOS, masking padding masks every EOS too."""
@@ -142,12 +156,24 @@ def check_pad(s: Setup) -> list[Finding]:
         return []  # generation masks padding with the attention mask: PAD == EOS is harmless there
     if tok.pad_token is None:
         sev = "error" if s.purpose == "train" else "warning"
-        return [Finding("pad", sev, "the tokenizer has no PAD token: batches cannot be padded",
-                        "add a distinct PAD (lmforge.model.tokenizer.ensure_pad, then model.resize_token_embeddings)")]
+        return [
+            Finding(
+                "pad",
+                sev,
+                "the tokenizer has no PAD token: batches cannot be padded",
+                "add a distinct PAD (lmforge.model.tokenizer.ensure_pad, then model.resize_token_embeddings)",
+            )
+        ]
     if tok.pad_token_id == tok.eos_token_id:
-        return [Finding("pad", "error", f"PAD is the same token as EOS ({tok.eos_token!r}, id {tok.eos_token_id}): "
-                        "masking padding out of the loss masks every EOS, so the model never learns to stop",
-                        "add a distinct PAD token (lmforge.model.tokenizer.ensure_pad, then model.resize_token_embeddings)")]
+        return [
+            Finding(
+                "pad",
+                "error",
+                f"PAD is the same token as EOS ({tok.eos_token!r}, id {tok.eos_token_id}): "
+                "masking padding out of the loss masks every EOS, so the model never learns to stop",
+                "add a distinct PAD token (lmforge.model.tokenizer.ensure_pad, then model.resize_token_embeddings)",
+            )
+        ]
     return []
 
 
@@ -158,17 +184,30 @@ def check_eos(s: Setup) -> list[Finding]:
     if tok is None:
         return []
     if tok.eos_token is None:
-        return [Finding("eos", "error", "the tokenizer has no EOS token: training cannot mark ends, "
-                        "generation never stops",
-                        "tokenizer.add_special_tokens({'eos_token': '</s>'}) then model.resize_token_embeddings")]
+        return [
+            Finding(
+                "eos",
+                "error",
+                "the tokenizer has no EOS token: training cannot mark ends, generation never stops",
+                "tokenizer.add_special_tokens({'eos_token': '</s>'}) then model.resize_token_embeddings",
+            )
+        ]
     out = []
-    for where, value in (("model.config", getattr(getattr(s.model, "config", None), "eos_token_id", None)),
-                         ("generation", (s.generation or {}).get("eos_token_id"))):
+    for where, value in (
+        ("model.config", getattr(getattr(s.model, "config", None), "eos_token_id", None)),
+        ("generation", (s.generation or {}).get("eos_token_id")),
+    ):
         ids = _ids(value)
         if ids and tok.eos_token_id not in ids:
-            out.append(Finding("eos", "warning", f"{where}.eos_token_id={value} but the tokenizer's EOS "
-                               f"{tok.eos_token!r} is id {tok.eos_token_id}: generation stops on the wrong token",
-                               f"set {where}.eos_token_id={tok.eos_token_id}"))
+            out.append(
+                Finding(
+                    "eos",
+                    "warning",
+                    f"{where}.eos_token_id={value} but the tokenizer's EOS "
+                    f"{tok.eos_token!r} is id {tok.eos_token_id}: generation stops on the wrong token",
+                    f"set {where}.eos_token_id={tok.eos_token_id}",
+                )
+            )
     return out
 
 
@@ -184,13 +223,23 @@ def check_special_tokens(s: Setup) -> list[Finding]:
     for name, value in tok.special_tokens_map.items():
         for t in value if isinstance(value, list) else [value]:
             if t not in vocab:
-                out.append(Finding("special_tokens", "error", f"{name} {t!r} is not in the vocabulary "
-                                   f"(it encodes as UNK, id {tok.unk_token_id})",
-                                   f"tokenizer.add_special_tokens({{'{name}': {t!r}}}) "
-                                   "then model.resize_token_embeddings"))
+                out.append(
+                    Finding(
+                        "special_tokens",
+                        "error",
+                        f"{name} {t!r} is not in the vocabulary (it encodes as UNK, id {tok.unk_token_id})",
+                        f"tokenizer.add_special_tokens({{'{name}': {t!r}}}) then model.resize_token_embeddings",
+                    )
+                )
             elif rows is not None and vocab[t] >= rows:
-                out.append(Finding("special_tokens", "error", f"{name} {t!r} has id {vocab[t]}, outside the "
-                                   f"model's {rows}-row embedding", "model.resize_token_embeddings(len(tokenizer))"))
+                out.append(
+                    Finding(
+                        "special_tokens",
+                        "error",
+                        f"{name} {t!r} has id {vocab[t]}, outside the model's {rows}-row embedding",
+                        "model.resize_token_embeddings(len(tokenizer))",
+                    )
+                )
     return out
 
 
@@ -200,8 +249,14 @@ def check_vocab_size(s: Setup) -> list[Finding]:
     rows = embedding_rows(s.model)
     if s.tokenizer is None or rows is None or len(s.tokenizer) <= rows:
         return []  # more rows than tokens is normal (rows are often padded to a multiple of 64)
-    return [Finding("vocab_size", "error", f"the tokenizer has {len(s.tokenizer)} tokens but the model's embedding "
-                    f"has {rows} rows", "model.resize_token_embeddings(len(tokenizer)) and train the new rows")]
+    return [
+        Finding(
+            "vocab_size",
+            "error",
+            f"the tokenizer has {len(s.tokenizer)} tokens but the model's embedding has {rows} rows",
+            "model.resize_token_embeddings(len(tokenizer)) and train the new rows",
+        )
+    ]
 
 
 @CHECKS.register("data_rows")
@@ -210,8 +265,14 @@ def check_data_rows(s: Setup) -> list[Finding]:
     for i, row in enumerate(s.rows or []):
         if row_kind(row) is None:
             keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-            return [Finding("data_rows", "error", f"{s.row_at(i)}: row has keys {keys}, no known format",
-                            "use instruction/input/output (Alpaca), messages (chat), prompt/completion, or text")]
+            return [
+                Finding(
+                    "data_rows",
+                    "error",
+                    f"{s.row_at(i)}: row has keys {keys}, no known format",
+                    "use instruction/input/output (Alpaca), messages (chat), prompt/completion, or text",
+                )
+            ]
     return []
 
 
@@ -227,10 +288,24 @@ def check_eos_in_data(s: Setup) -> list[Finding]:
         return []
     fix = f"append EOS when tokenizing (append_eos), or end every completion with {eos!r}"
     if len(missing) == len(completions):
-        return [Finding("eos_in_data", "error", f"none of the {len(completions)} completions ends with EOS {eos!r} "
-                        "and EOS is not appended: the model never learns to stop", fix)]
-    return [Finding("eos_in_data", "warning", f"{len(missing)} of {len(completions)} completions do not end with "
-                    f"EOS {eos!r} (first: {s.row_at(missing[0])}) and EOS is not appended", fix)]
+        return [
+            Finding(
+                "eos_in_data",
+                "error",
+                f"none of the {len(completions)} completions ends with EOS {eos!r} "
+                "and EOS is not appended: the model never learns to stop",
+                fix,
+            )
+        ]
+    return [
+        Finding(
+            "eos_in_data",
+            "warning",
+            f"{len(missing)} of {len(completions)} completions do not end with "
+            f"EOS {eos!r} (first: {s.row_at(missing[0])}) and EOS is not appended",
+            fix,
+        )
+    ]
 
 
 @CHECKS.register("chat_template")
@@ -243,8 +318,14 @@ def check_chat_template(s: Setup) -> list[Finding]:
     if not chat and s.data_format != "chat":
         return []
     where = s.row_at(chat[0]) if chat else "data.format=chat"
-    return [Finding("chat_template", "error", f"{where}: chat-formatted data but the tokenizer has no chat template",
-                    "set tokenizer.chat_template (a Jinja template) and save it, or use data.format=template")]
+    return [
+        Finding(
+            "chat_template",
+            "error",
+            f"{where}: chat-formatted data but the tokenizer has no chat template",
+            "set tokenizer.chat_template (a Jinja template) and save it, or use data.format=template",
+        )
+    ]
 
 
 @CHECKS.register("max_length")
@@ -255,15 +336,27 @@ def check_max_length(s: Setup) -> list[Finding]:
     if not limit or gen.get("max_new_tokens"):
         return []  # max_new_tokens wins over max_length in Hugging Face generate
     if s.tokenizer is None or not s.prompts:
-        return [Finding("max_length", "info", f"generation max_length={limit} counts the prompt's tokens too",
-                        f"set max_new_tokens instead of max_length")]
+        return [
+            Finding(
+                "max_length",
+                "info",
+                f"generation max_length={limit} counts the prompt's tokens too",
+                "set max_new_tokens instead of max_length",
+            )
+        ]
     longest = max(range(len(s.prompts)), key=lambda i: s.n_tokens(s.prompts[i]))
     n = s.n_tokens(s.prompts[longest])
     if n < limit:
         return []
-    return [Finding("max_length", "error", f"generation max_length={limit} <= prompt length {n} tokens "
-                    f"(prompt {longest + 1}): nothing would be generated", f"set max_new_tokens (e.g. {limit}) "
-                    "instead of max_length")]
+    return [
+        Finding(
+            "max_length",
+            "error",
+            f"generation max_length={limit} <= prompt length {n} tokens "
+            f"(prompt {longest + 1}): nothing would be generated",
+            f"set max_new_tokens (e.g. {limit}) instead of max_length",
+        )
+    ]
 
 
 @CHECKS.register("sampling")
@@ -272,15 +365,27 @@ def check_sampling(s: Setup) -> list[Finding]:
     gen = s.generation or {}
     do_sample, temp = gen.get("do_sample"), gen.get("temperature")
     if do_sample and temp is not None and temp <= 0:
-        return [Finding("sampling", "error", f"temperature={temp} with do_sample=true: sampling needs a "
-                        "temperature > 0", "for greedy decoding set do_sample=false; else a temperature such as 0.7")]
+        return [
+            Finding(
+                "sampling",
+                "error",
+                f"temperature={temp} with do_sample=true: sampling needs a temperature > 0",
+                "for greedy decoding set do_sample=false; else a temperature such as 0.7",
+            )
+        ]
     knobs = {k: gen[k] for k, d in SAMPLING_DEFAULTS.items() if gen.get(k) is not None and gen[k] != d}
     if do_sample or not knobs or (do_sample is None and knobs.get("temperature") == 0):
         return []
     told = ", ".join(f"{k}={v}" for k, v in knobs.items())
     why = "do_sample=false" if do_sample is False else "do_sample is not set (Hugging Face defaults to greedy)"
-    return [Finding("sampling", "warning", f"{told} has no effect: {why}",
-                    "set do_sample=true to sample, or drop the sampling settings for greedy decoding")]
+    return [
+        Finding(
+            "sampling",
+            "warning",
+            f"{told} has no effect: {why}",
+            "set do_sample=true to sample, or drop the sampling settings for greedy decoding",
+        )
+    ]
 
 
 @CHECKS.register("context")
@@ -294,19 +399,37 @@ def check_context(s: Setup) -> list[Finding]:
     for i, p in enumerate(s.prompts or []):
         n = s.n_tokens(p)
         if n > limit:
-            out.append(Finding("context", "error", f"prompt {i + 1} has {n} tokens, more than the model's {limit} "
-                               "positions", f"truncate it to its last {limit - max(new, 1)} tokens, split it into "
-                               "segments, or use a model with a longer context"))
+            out.append(
+                Finding(
+                    "context",
+                    "error",
+                    f"prompt {i + 1} has {n} tokens, more than the model's {limit} positions",
+                    f"truncate it to its last {limit - max(new, 1)} tokens, split it into "
+                    "segments, or use a model with a longer context",
+                )
+            )
             break
         if n + new > limit:
-            out.append(Finding("context", "warning", f"prompt {i + 1} ({n} tokens) + max_new_tokens={new} exceeds the "
-                               f"model's {limit} positions",
-                               f"set max_new_tokens <= {limit - n} or shorten the prompt"))
+            out.append(
+                Finding(
+                    "context",
+                    "warning",
+                    f"prompt {i + 1} ({n} tokens) + max_new_tokens={new} exceeds the model's {limit} positions",
+                    f"set max_new_tokens <= {limit - n} or shorten the prompt",
+                )
+            )
             break
-    long_rows = [i for i, r in enumerate(s.rows or []) if row_kind(r) not in (None, "text")
-                 and s.n_tokens(full_text(r)) > limit]
+    long_rows = [
+        i for i, r in enumerate(s.rows or []) if row_kind(r) not in (None, "text") and s.n_tokens(full_text(r)) > limit
+    ]
     if long_rows:  # text rows are packed into blocks, so only structured rows lose their ends
-        out.append(Finding("context", "warning", f"{len(long_rows)} rows are longer than the model's {limit} positions "
-                           f"(first: {s.row_at(long_rows[0])}): truncation cuts off their completions and EOS",
-                           "shorten or split those rows, or train with a longer model.context"))
+        out.append(
+            Finding(
+                "context",
+                "warning",
+                f"{len(long_rows)} rows are longer than the model's {limit} positions "
+                f"(first: {s.row_at(long_rows[0])}): truncation cuts off their completions and EOS",
+                "shorten or split those rows, or train with a longer model.context",
+            )
+        )
     return out

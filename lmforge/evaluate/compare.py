@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Optional
 
 from lmforge.core.errors import LmforgeError
-from lmforge.scoring import answer_budget, generate_completions
-from lmforge.evaluate.unlikeliness import COLUMNS, baselines, model_argmax, unlikeliness_table
 from lmforge.evaluate.lm import score_file
 from lmforge.evaluate.report import write_report
-from lmforge.scoring.tasks import load_task
+from lmforge.evaluate.unlikeliness import COLUMNS, baselines, model_argmax, unlikeliness_table
 from lmforge.model import load_model_and_tokenizer, resolve_device
+from lmforge.scoring import answer_budget, generate_completions
+from lmforge.scoring.tasks import load_task
 
 
 @dataclass
@@ -59,12 +59,21 @@ def _eval_task(model, tokenizer, task, args, label, table, samples) -> None:
     for constrained in _modes(args, task):
         row = f"{label} +json" if constrained else label
         t0 = time.perf_counter()
-        comps = generate_completions(model, tokenizer, prompts, max_new_tokens=budget, batch_size=args.batch_size,
-                                     constrained=constrained, schema=task.schema)
+        comps = generate_completions(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=budget,
+            batch_size=args.batch_size,
+            constrained=constrained,
+            schema=task.schema,
+        )
         table.setdefault(row, {}).update(task.evaluate(comps, task.rows))
         print(f"  {row}: {len(prompts)} examples in {time.perf_counter() - t0:.1f}s", flush=True)
-        samples += [{"model": row, "prompt": p, "completion": c, "reference": task.reference(r)}
-                    for p, c, r in zip(prompts, comps, task.rows)]
+        samples += [
+            {"model": row, "prompt": p, "completion": c, "reference": task.reference(r)}
+            for p, c, r in zip(prompts, comps, task.rows)
+        ]
 
 
 def _eval_unlikeliness(args, device, table) -> None:
@@ -74,7 +83,7 @@ def _eval_unlikeliness(args, device, table) -> None:
     texts = []
     for f in args.text:
         text = Path(f).read_text(encoding="utf-8")
-        texts.append(text[int(len(text) * (1 - args.tail)):][: args.max_chars])
+        texts.append(text[int(len(text) * (1 - args.tail)) :][: args.max_chars])
     cands = baselines(tokenizer, V)
     for name in dict.fromkeys(args.models):
         cands[name] = model_argmax(_load(name, device)[0])
@@ -103,14 +112,28 @@ def compare(args: EvalRequest) -> tuple[dict, dict]:
         print(f"{name}:", flush=True)
         model, tokenizer = _load(name, device)
         for f in args.text:
-            s = score_file(model, tokenizer, f, max_chars=args.max_chars, context=args.context, stride=args.stride,
-                           batch_size=args.batch_size)
-            table.setdefault(name, {}).update({f"{k}:{Path(f).name}": s[k]
-                                               for k in ("perplexity", "bits_per_char", "bits_per_byte")})
+            s = score_file(
+                model,
+                tokenizer,
+                f,
+                max_chars=args.max_chars,
+                context=args.context,
+                stride=args.stride,
+                batch_size=args.batch_size,
+            )
+            table.setdefault(name, {}).update(
+                {f"{k}:{Path(f).name}": s[k] for k in ("perplexity", "bits_per_char", "bits_per_byte")}
+            )
         if task is not None:
             _eval_task(model, tokenizer, task, args, name, table, samples)
-    meta = {"task": task.name if task else None, "split": args.split, "examples": len(task.rows) if task else 0,
-            "text": args.text, "max_chars": args.max_chars, "device": device}
+    meta = {
+        "task": task.name if task else None,
+        "split": args.split,
+        "examples": len(task.rows) if task else 0,
+        "text": args.text,
+        "max_chars": args.max_chars,
+        "device": device,
+    }
     paths = write_report(table, args.out, meta=meta)
     if samples:
         with open(Path(args.out) / "completions.jsonl", "w", encoding="utf-8") as fh:

@@ -44,13 +44,13 @@ def token_nll(model, ids: list[int], context: int, stride: int, batch_size: int 
     for length in sorted({e - b for b, e, _ in spans}):
         group = [s for s in spans if s[1] - s[0] == length]
         for i in range(0, len(group), batch_size):
-            chunk = group[i:i + batch_size]
+            chunk = group[i : i + batch_size]
             x = torch.stack([seq[b:e] for b, e, _ in chunk]).to(device)  # (B, L)
             logits = model(input_ids=x).logits[:, :-1].float()  # (B, L-1, V): predicts x[:, 1:]
             nll = -torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None])[..., 0].cpu()  # (B, L-1)
             for (b, e, first), row in zip(chunk, nll):
                 # row[j] scores position b+1+j; keep the targets first..e-1 (not scored by earlier windows)
-                out[first - 1:e - 1] = row[first - b - 1:]
+                out[first - 1 : e - 1] = row[first - b - 1 :]
     return out
 
 
@@ -63,8 +63,9 @@ def lm_metrics(nll_sum: float, n_tokens: int, n_chars: int, n_bytes: int) -> dic
     }
 
 
-def score_text(model, tokenizer, text: str, *, context: Optional[int] = None, stride: Optional[int] = None,
-               batch_size: int = 8) -> dict[str, float]:
+def score_text(
+    model, tokenizer, text: str, *, context: Optional[int] = None, stride: Optional[int] = None, batch_size: int = 8
+) -> dict[str, float]:
     """Perplexity, bits/char, bits/byte of ``text`` (plus the raw counts) under ``model``."""
     context = context or int(getattr(model.config, "max_position_embeddings", 1024))
     stride = stride or max(1, context // 2)

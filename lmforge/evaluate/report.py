@@ -22,7 +22,9 @@ def columns(table: Table) -> list[str]:
 def best_rows(table: Table, column: str) -> set[str]:
     """Rows holding the best value of ``column`` (by the metric's direction); empty for one row."""
     up = direction(column)
-    vals = {r: v[column] for r, v in table.items() if isinstance(v.get(column), (int, float)) and math.isfinite(v[column])}
+    vals = {
+        r: v[column] for r, v in table.items() if isinstance(v.get(column), (int, float)) and math.isfinite(v[column])
+    }
     if up is None or len(vals) < 2:
         return set()
     best = max(vals.values()) if up else min(vals.values())
@@ -40,8 +42,7 @@ def _fmt(v: Any) -> str:
 def to_markdown(table: Table) -> str:
     cols = columns(table)
     arrow = {c: {True: " ↑", False: " ↓", None: ""}[direction(c)] for c in cols}
-    lines = ["| model | " + " | ".join(c + arrow[c] for c in cols) + " |",
-             "|---|" + "---:|" * len(cols)]
+    lines = ["| model | " + " | ".join(c + arrow[c] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
     best = {c: best_rows(table, c) for c in cols}
     for r, vals in table.items():
         cells = [(f"**{_fmt(vals.get(c))}**" if r in best[c] else _fmt(vals.get(c))) for c in cols]
@@ -73,8 +74,10 @@ def write_report(table: Table, out_dir: str | Path, stem: str = "eval", meta: Op
     """Writes ``<stem>.md``, ``<stem>.json`` and ``<stem>.csv`` in ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    clean = {r: {c: (None if isinstance(v, float) and not math.isfinite(v) else v) for c, v in vals.items()}
-             for r, vals in table.items()}
+    clean = {
+        r: {c: (None if isinstance(v, float) and not math.isfinite(v) else v) for c, v in vals.items()}
+        for r, vals in table.items()
+    }
     paths = {"md": out / f"{stem}.md", "json": out / f"{stem}.json", "csv": out / f"{stem}.csv"}
     paths["md"].write_text(to_markdown(clean), encoding="utf-8")
     paths["json"].write_text(to_json(clean, meta), encoding="utf-8")

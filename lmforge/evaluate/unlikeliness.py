@@ -9,7 +9,8 @@ t has seen tokens 0..t.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Optional
 
 import torch
 
@@ -22,8 +23,10 @@ Predictor = Callable[[dict, torch.Tensor], torch.Tensor]
 
 def model_argmax(model) -> Predictor:
     """A (trained) model's own most likely token."""
+
     def predict(batch, ref_logits):
         return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits.argmax(-1)
+
     return predict
 
 
@@ -33,18 +36,22 @@ def reference_argmax() -> Predictor:
 
 def negated_reference(allowed: Optional[torch.Tensor] = None) -> Predictor:
     """The no-training baseline: the reference's argmin (argmax of -z), among ``allowed`` if given."""
+
     def predict(batch, ref_logits):
         return argmin_targets(ref_logits, None if allowed is None else fit_mask(allowed, ref_logits.size(-1)))
+
     return predict
 
 
 def contextual_negated_reference(allowed: Optional[torch.Tensor] = None, bottom: float = 0.02) -> Predictor:
     """No training either: among the reference's bottom tokens, the most unusually unlikely in this context
     (``lmforge.losses.least_likely.contextual_argmin_targets``, token means over the batch)."""
+
     def predict(batch, ref_logits):
         keep = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).bool()
         mask = None if allowed is None else fit_mask(allowed, ref_logits.size(-1))
         return contextual_argmin_targets(ref_logits, keep, mask, bottom)
+
     return predict
 
 
@@ -56,6 +63,7 @@ def random_token(vocab_size: int, seed: int = 0, allowed: Optional[torch.Tensor]
     def predict(batch, ref_logits):
         idx = torch.randint(len(pool), batch["input_ids"].shape, generator=gen)
         return pool[idx].to(ref_logits.device)
+
     return predict
 
 
@@ -73,8 +81,15 @@ def context_windows(tokenizer, texts: Iterable[str], context: int, max_windows: 
 
 
 @torch.no_grad()
-def unlikeliness_table(reference_model, candidates: dict[str, Predictor], tokenizer, texts: Iterable[str],
-                       context: int, batch_size: int = 8, max_windows: Optional[int] = None) -> list[dict]:
+def unlikeliness_table(
+    reference_model,
+    candidates: dict[str, Predictor],
+    tokenizer,
+    texts: Iterable[str],
+    context: int,
+    batch_size: int = 8,
+    max_windows: Optional[int] = None,
+) -> list[dict]:
     """One row per candidate (name first), measured at every position of held-out windows."""
     reference_model.eval()
     windows = context_windows(tokenizer, texts, context, max_windows)
@@ -83,7 +98,7 @@ def unlikeliness_table(reference_model, candidates: dict[str, Predictor], tokeni
     allowed = well_formed_mask(tokenizer, V)
     parts: dict[str, list] = {name: [] for name in candidates}
     for i in range(0, len(windows), batch_size):
-        ids = windows[i: i + batch_size].to(device)
+        ids = windows[i : i + batch_size].to(device)
         batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         ref = reference_model(**batch).logits  # (B, T, V)
         for name, predict in candidates.items():
@@ -109,7 +124,11 @@ def baselines(tokenizer, V: int, bottom: float = 0.02, seed: int = 0) -> dict[st
     """The untrained comparisons: the reference's favourite, its negation (with and without the
     well-formed mask), the contextual negation, and random tokens."""
     allowed = well_formed_mask(tokenizer, V)
-    return {"reference argmax": reference_argmax(), "negated logits": negated_reference(),
-            "negated logits, well-formed": negated_reference(allowed),
-            f"contextual negated, well-formed, bottom {bottom:g}": contextual_negated_reference(allowed, bottom),
-            "random token": random_token(V, seed), "random well-formed token": random_token(V, seed, allowed)}
+    return {
+        "reference argmax": reference_argmax(),
+        "negated logits": negated_reference(),
+        "negated logits, well-formed": negated_reference(allowed),
+        f"contextual negated, well-formed, bottom {bottom:g}": contextual_negated_reference(allowed, bottom),
+        "random token": random_token(V, seed),
+        "random well-formed token": random_token(V, seed, allowed),
+    }

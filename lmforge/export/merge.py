@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-
 from lmforge.core.errors import LmforgeError
 from lmforge.model.load import load_model_and_tokenizer, save_model_folder
 
@@ -28,14 +27,17 @@ def find_adapter(path: str | Path) -> Path:
     raise LmforgeError(f"{p}: no adapter_config.json (not a LoRA adapter folder or lmforge run)")
 
 
-def merge_adapter(adapter: str | Path, out: str | Path, base: Optional[str] = None, dtype=None,
-                  trust_remote_code: bool = False) -> Path:
+def merge_adapter(
+    adapter: str | Path, out: str | Path, base: Optional[str] = None, dtype=None, trust_remote_code: bool = False
+) -> Path:
     """Merges the adapter into its base and writes a standalone model folder + tokenizer; returns ``out``."""
     out = Path(out)
     folder = find_adapter(adapter)
     if (out / "adapter_config.json").is_file() or out.resolve() == folder.resolve():
         raise LmforgeError(f"--out {out}: would overwrite the adapter; choose another folder")
-    peft_model, tokenizer = load_model_and_tokenizer(folder, base=base, dtype=dtype, trust_remote_code=trust_remote_code)
+    peft_model, tokenizer = load_model_and_tokenizer(
+        folder, base=base, dtype=dtype, trust_remote_code=trust_remote_code
+    )
     merged = peft_model.merge_and_unload()  # W <- W + (alpha/r) B A, adapters removed
     merged.config.pad_token_id = tokenizer.pad_token_id
     if merged.generation_config is not None:

@@ -45,8 +45,7 @@ TOP_K = 8  # near the budget, this many of the model's best tokens are checked o
 def _compiler(tokenizer, vocab_size: int):
     import xgrammar as xgr
 
-    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size,
-                                              stop_token_ids=[tokenizer.eos_token_id])
+    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=[tokenizer.eos_token_id])
     return info, xgr.GrammarCompiler(info)
 
 
@@ -103,8 +102,11 @@ class JsonConstraint:
         self._encoded: dict[str, list[int]] = {}  # forced text -> token ids (the same few strings recur)
         vocab = self.info.decoded_vocab  # list[bytes], one per token id
         # the cheapest token for each character, to spell closing text one character at a time
-        self.char_ids = {v.decode("utf-8", "replace"): i for i, v in enumerate(vocab)
-                         if len(v) == 1 and i not in self.info.special_token_ids}
+        self.char_ids = {
+            v.decode("utf-8", "replace"): i
+            for i, v in enumerate(vocab)
+            if len(v) == 1 and i not in self.info.special_token_ids
+        }
         self.priority_ids = [self.char_ids[c] for c in PRIORITY if c in self.char_ids]
         self.string_ids = [self.char_ids[c] for c in IN_STRING if c in self.char_ids]
         self.text_ids = [self.char_ids[c] for c in TEXT_ONLY if c in self.char_ids]
@@ -120,8 +122,10 @@ class JsonConstraint:
         self.bitmask = xgr.allocate_token_bitmask(1, self.vocab_size)
         shortest = self.closing_path(xgr.GrammarMatcher(self.compiled))
         if shortest is None:
-            raise LmforgeError("schema: no valid JSON found that this tokenizer can spell "
-                               "(a key or constant uses characters outside its vocabulary?)")
+            raise LmforgeError(
+                "schema: no valid JSON found that this tokenizer can spell "
+                "(a key or constant uses characters outside its vocabulary?)"
+            )
         self.min_tokens = len(shortest)
         self.growth = self._growth(compiler, vocab)
         self.margin = int(self.growth.max())
@@ -157,10 +161,12 @@ class JsonConstraint:
         growth = np.array([n * grow + min(4 * (len(v) - n), 8) + 1 for v, n in zip(vocab, structural)], dtype=np.int64)
         return np.pad(growth, (0, max(0, self.vocab_size - len(growth))), constant_values=growth.max())
 
-    def processor(self, max_new_tokens: int, greedy: bool = False) -> "JsonLogitsProcessor":
+    def processor(self, max_new_tokens: int, greedy: bool = False) -> JsonLogitsProcessor:
         if max_new_tokens < self.min_tokens:
-            raise LmforgeError(f"max_new_tokens={max_new_tokens} is too small for this schema: "
-                               f"its shortest valid JSON takes {self.min_tokens} tokens")
+            raise LmforgeError(
+                f"max_new_tokens={max_new_tokens} is too small for this schema: "
+                f"its shortest valid JSON takes {self.min_tokens} tokens"
+            )
         return JsonLogitsProcessor(self, max_new_tokens, greedy)
 
     # ---- the closing path -------------------------------------------------------------------------
@@ -336,8 +342,9 @@ def json_constraint(tokenizer, schema: Optional[dict], vocab_size: Optional[int]
     return _constraint(tokenizer, json.dumps(schema, sort_keys=True), vocab_size)
 
 
-def json_logits_processor(tokenizer, schema: Optional[dict], max_new_tokens: int,
-                          vocab_size: Optional[int] = None, greedy: bool = False) -> JsonLogitsProcessor:
+def json_logits_processor(
+    tokenizer, schema: Optional[dict], max_new_tokens: int, vocab_size: Optional[int] = None, greedy: bool = False
+) -> JsonLogitsProcessor:
     """A fresh ``transformers.LogitsProcessor`` for one ``generate`` call; output is always valid JSON.
 
     ``schema`` None means any JSON value. ``vocab_size``: the model's if larger than the tokenizer's.

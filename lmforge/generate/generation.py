@@ -16,8 +16,8 @@ import torch
 
 from lmforge.core.errors import LmforgeError
 from lmforge.data.chat import stop_ids
-from lmforge.generate.least_likely import least_likely_processors
 from lmforge.generate.constrained import json_logits_processor
+from lmforge.generate.least_likely import least_likely_processors
 
 
 @dataclass
@@ -40,9 +40,12 @@ def _hf_kwargs(s: GenerationSettings, tokenizer) -> dict:
     if s.temperature < 0:
         raise LmforgeError(f"temperature must be >= 0, got {s.temperature}")
     greedy = s.strategy == "greedy" or s.temperature == 0
-    kw = dict(max_new_tokens=s.max_new_tokens, do_sample=not greedy,
-              pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-              eos_token_id=stop_ids(tokenizer) or None)  # EOS, and a chat template's end-of-turn token
+    kw = dict(
+        max_new_tokens=s.max_new_tokens,
+        do_sample=not greedy,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        eos_token_id=stop_ids(tokenizer) or None,
+    )  # EOS, and a chat template's end-of-turn token
     if not greedy:
         kw.update(temperature=s.temperature, top_k=s.top_k or 0, top_p=s.top_p or 1.0)
     return kw
@@ -55,8 +58,15 @@ def _processors(s: GenerationSettings, tokenizer, budget: int, vocab_size: int) 
     elif s.strategy not in ("sample", "greedy"):
         raise LmforgeError(f"unknown strategy {s.strategy!r}; use sample, greedy or least_likely")
     if s.json_schema is not None:
-        procs.append(json_logits_processor(tokenizer, None if s.json_schema == "any" else s.json_schema, budget,
-                                           vocab_size=vocab_size, greedy=s.strategy == "greedy" or s.temperature == 0))
+        procs.append(
+            json_logits_processor(
+                tokenizer,
+                None if s.json_schema == "any" else s.json_schema,
+                budget,
+                vocab_size=vocab_size,
+                greedy=s.strategy == "greedy" or s.temperature == 0,
+            )
+        )
     return procs
 
 
@@ -66,7 +76,7 @@ def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings = GenerationSettings()) -> list[str]:
+def generate(model, tokenizer, prompts: list[str], settings: Optional[GenerationSettings] = None) -> list[str]:
     """Completions (the new text only) for each prompt, in order.
 
     Each prompt gets its own budget: ``max_new_tokens``, or less where the prompt is so long that the model's
@@ -75,6 +85,7 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
     """
     from transformers import LogitsProcessorList
 
+    settings = settings or GenerationSettings()
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     device = next(model.parameters()).device
@@ -87,11 +98,11 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
     for budget in dict.fromkeys(budgets):  # in order of first appearance
         rows = [i for i, b in enumerate(budgets) if b == budget]
         for start in range(0, len(rows), settings.batch_size):
-            chunk = rows[start:start + settings.batch_size]
+            chunk = rows[start : start + settings.batch_size]
             enc = _pad(tokenizer, [ids[i] for i in chunk], device)
             procs = _processors(settings, tokenizer, budget, model.config.vocab_size)  # fresh state per batch
             gen = model.generate(**enc, **{**kw, "max_new_tokens": budget}, logits_processor=LogitsProcessorList(procs))
-            for i, row in zip(chunk, gen[:, enc["input_ids"].shape[1]:]):
+            for i, row in zip(chunk, gen[:, enc["input_ids"].shape[1] :]):
                 out[i] = _cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), settings.stop)
     return out
 

@@ -17,6 +17,7 @@ from transformers import LogitsProcessor
 
 from lmforge.model.vocab import fit_mask, well_formed_mask
 
+
 def negate_scores(scores: torch.Tensor, allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
     """-scores (..., V), keeping -inf where a token was already forbidden, and -inf outside ``allowed``."""
     # a token an earlier processor set to -inf must not become +inf (the only pick, or NaN after softmax)

@@ -46,5 +46,6 @@ def chat(prompt: str, tokenizer) -> str:
     """One user turn through the tokenizer's chat template, ready for the assistant's reply."""
     if not getattr(tokenizer, "chat_template", None):
         raise LmforgeError("--chat: this tokenizer has no chat template (tokenizer_config.json has none)")
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )

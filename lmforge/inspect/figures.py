@@ -74,8 +74,15 @@ def lens_png(insp: Inspection, tokenizer) -> bytes:
         for layer in range(L):
             for t in range(T):
                 p = float(insp.lens_probs[layer, t])
-                ax.text(t, layer, visible(tokenizer.decode([int(insp.lens_ids[layer, t])])), ha="center",
-                        va="center", fontsize=7, color="white" if p > 0.55 else "black")
+                ax.text(
+                    t,
+                    layer,
+                    visible(tokenizer.decode([int(insp.lens_ids[layer, t])])),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if p > 0.55 else "black",
+                )
     _ticks(ax, insp.tokens)
     ax.set_yticks(range(L), ["emb"] + [str(i) for i in range(1, L)], fontsize=8)
     ax.set_ylabel("layer")
@@ -125,5 +132,9 @@ def attribution_png(insp: Inspection, tokenizer) -> bytes:
 
 def all_pngs(insp: Inspection, tokenizer) -> dict[str, bytes]:
     """The four figures by name (``lens`` is written as ``logit_lens.png``)."""
-    return {"surprisal": surprisal_png(insp), "lens": lens_png(insp, tokenizer), "attention": attention_png(insp),
-            "attribution": attribution_png(insp, tokenizer)}
+    return {
+        "surprisal": surprisal_png(insp),
+        "lens": lens_png(insp, tokenizer),
+        "attention": attention_png(insp),
+        "attribution": attribution_png(insp, tokenizer),
+    }

@@ -18,9 +18,17 @@ from lmforge.inspect.views import Inspection, bits, encode, inspect_ids
 from lmforge.model import load_model_and_tokenizer
 
 
-def inspect_text(model_name: str, text: str, out: str | Path = "inspect", *, top_k: int = 5,
-                 target_position: int = -1, add_bos: bool = True, max_tokens: int = 256,
-                 trust_remote_code: bool = False) -> tuple[Path, Inspection]:
+def inspect_text(
+    model_name: str,
+    text: str,
+    out: str | Path = "inspect",
+    *,
+    top_k: int = 5,
+    target_position: int = -1,
+    add_bos: bool = True,
+    max_tokens: int = 256,
+    trust_remote_code: bool = False,
+) -> tuple[Path, Inspection]:
     """Loads the model, checks the text fits, computes every view and writes the report; returns its path."""
     model, tokenizer = load_model_and_tokenizer(model_name, trust_remote_code=trust_remote_code)
     ids = encode(tokenizer, text, add_bos=add_bos)
@@ -40,20 +48,30 @@ def inspect_text(model_name: str, text: str, out: str | Path = "inspect", *, top
 
 # ---- what the page shows, as plain data (the template escapes every string) ------------------------------
 
+
 def _tip(insp: Inspection, tokenizer, row: int, token_id: int | None) -> dict:
     """The hover box for the distribution of row ``row`` (the prediction after token ``row``); ``token_id``
     is the token that came next, None after the last one."""
     came = None
     if token_id is not None:
         s = float(insp.surprisal[row])
-        came = {"token": visible(insp.tokens[row + 1]), "p": math.exp(-s), "surprisal": s,
-                "bits": float(bits(insp.surprisal[row]))}
-    alternatives = [{"token": visible(tokenizer.decode([int(i)])), "p": float(p), "chosen": int(i) == token_id}
-                    for p, i in zip(insp.top_probs[row], insp.top_ids[row])]
-    return {"after": visible(insp.tokens[row]), "entropy": float(insp.entropy[row]), "came": came,
-            "alternatives": alternatives,
-            "least": {"token": visible(tokenizer.decode([int(insp.least_ids[row])])),
-                      "p": float(insp.least_probs[row])}}
+        came = {
+            "token": visible(insp.tokens[row + 1]),
+            "p": math.exp(-s),
+            "surprisal": s,
+            "bits": float(bits(insp.surprisal[row])),
+        }
+    alternatives = [
+        {"token": visible(tokenizer.decode([int(i)])), "p": float(p), "chosen": int(i) == token_id}
+        for p, i in zip(insp.top_probs[row], insp.top_ids[row])
+    ]
+    return {
+        "after": visible(insp.tokens[row]),
+        "entropy": float(insp.entropy[row]),
+        "came": came,
+        "alternatives": alternatives,
+        "least": {"token": visible(tokenizer.decode([int(insp.least_ids[row])])), "p": float(insp.least_probs[row])},
+    }
 
 
 def _text(token: str) -> str:
@@ -67,10 +85,13 @@ def heatmap(insp: Inspection, tokenizer, vmax: float) -> dict:
     tokens = [{"text": _text(insp.tokens[0]), "bg": None, "fg": None, "tip": None}]
     for t in range(1, len(insp.tokens)):
         bg, fg = colour("YlOrRd", float(insp.surprisal[t - 1]) / vmax)
-        tokens.append({"text": _text(insp.tokens[t]), "bg": bg, "fg": fg,
-                       "tip": _tip(insp, tokenizer, t - 1, insp.ids[t])})
-    guess = {"text": visible(tokenizer.decode([int(insp.top_ids[-1, 0])])),
-             "tip": _tip(insp, tokenizer, len(insp.tokens) - 1, None)}
+        tokens.append(
+            {"text": _text(insp.tokens[t]), "bg": bg, "fg": fg, "tip": _tip(insp, tokenizer, t - 1, insp.ids[t])}
+        )
+    guess = {
+        "text": visible(tokenizer.decode([int(insp.top_ids[-1, 0])])),
+        "tip": _tip(insp, tokenizer, len(insp.tokens) - 1, None),
+    }
     return {"tokens": tokens, "next": guess}
 
 
@@ -82,9 +103,16 @@ def lens_table(insp: Inspection, tokenizer) -> dict:
         cells = []
         for t in range(len(insp.tokens)):
             p, i = float(insp.lens_probs[layer, t]), int(insp.lens_ids[layer, t])
-            bg, fg = colour("Blues", p ** 0.5)  # sqrt: small probabilities stay visible
-            cells.append({"token": visible(tokenizer.decode([i])), "p": p, "bg": bg, "fg": fg,
-                          "hit": t + 1 < len(insp.ids) and i == insp.ids[t + 1]})
+            bg, fg = colour("Blues", p**0.5)  # sqrt: small probabilities stay visible
+            cells.append(
+                {
+                    "token": visible(tokenizer.decode([i])),
+                    "p": p,
+                    "bg": bg,
+                    "fg": fg,
+                    "hit": t + 1 < len(insp.ids) and i == insp.ids[t + 1],
+                }
+            )
         rows.append({"name": "embeddings" if layer == 0 else f"layer {layer}", "cells": cells})
     return {"header": [visible(t) for t in insp.tokens], "rows": rows}
 
@@ -103,11 +131,16 @@ def attribution(insp: Inspection) -> list[dict]:
 
 # ---- the report -----------------------------------------------------------------------------------------
 
+
 @functools.cache
 def _environment() -> Environment:
     # autoescape: every token, decoded alternative and the model name is escaped by Jinja, never by hand
-    return Environment(loader=PackageLoader("lmforge.inspect", "templates"), autoescape=True,
-                       undefined=StrictUndefined, keep_trailing_newline=True)
+    return Environment(
+        loader=PackageLoader("lmforge.inspect", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
 
 
 def render_page(**context) -> str:
@@ -120,15 +153,30 @@ def page_context(insp: Inspection, tokenizer, pngs: dict[str, bytes], model_name
     L, H = insp.attentions.shape[:2]
     # colour scale to the 95th percentile: one huge surprisal (often the first word) would wash out the rest
     vmax = max(float(insp.surprisal.quantile(0.95)), 1e-6)
-    note = "" if (L <= MAX_LAYERS_SHOWN and H <= MAX_HEADS_SHOWN) else (
-        f"Showing layers {[i + 1 for i in shown(L, MAX_LAYERS_SHOWN)]} "
-        f"and heads {[i + 1 for i in shown(H, MAX_HEADS_SHOWN)]}.")
+    note = (
+        ""
+        if (L <= MAX_LAYERS_SHOWN and H <= MAX_HEADS_SHOWN)
+        else (
+            f"Showing layers {[i + 1 for i in shown(L, MAX_LAYERS_SHOWN)]} "
+            f"and heads {[i + 1 for i in shown(H, MAX_HEADS_SHOWN)]}."
+        )
+    )
     return {
-        "model": model_name, "n_tokens": len(insp.tokens), "n_layers": L, "n_heads": H, "vocab": len(tokenizer),
-        "mean_surprisal": float(insp.surprisal.mean()), "mean_bits": float(bits(insp.surprisal).mean()),
-        "max_surprisal": vmax, "k": insp.top_ids.shape[1], "legend": legend("YlOrRd"),
-        "heatmap": heatmap(insp, tokenizer, vmax), "lens": lens_table(insp, tokenizer), "attention_note": note,
-        "attribution": attribution(insp), "target_position": insp.target_position,
+        "model": model_name,
+        "n_tokens": len(insp.tokens),
+        "n_layers": L,
+        "n_heads": H,
+        "vocab": len(tokenizer),
+        "mean_surprisal": float(insp.surprisal.mean()),
+        "mean_bits": float(bits(insp.surprisal).mean()),
+        "max_surprisal": vmax,
+        "k": insp.top_ids.shape[1],
+        "legend": legend("YlOrRd"),
+        "heatmap": heatmap(insp, tokenizer, vmax),
+        "lens": lens_table(insp, tokenizer),
+        "attention_note": note,
+        "attribution": attribution(insp),
+        "target_position": insp.target_position,
         "target_token": visible(tokenizer.decode([insp.target_id])),
         "png": {k: base64.b64encode(v).decode("ascii") for k, v in pngs.items()},
     }
@@ -150,10 +198,17 @@ def numbers(insp: Inspection, tokenizer) -> dict:
     """The report's figures as plain JSON, for scripts."""
     dec = lambda ids: [tokenizer.decode([int(i)]) for i in ids]  # noqa: E731
     return {
-        "tokens": insp.tokens, "ids": insp.ids, "surprisal_nats": insp.surprisal.tolist(),
-        "entropy_nats": insp.entropy.tolist(), "top_k": [dec(r) for r in insp.top_ids],
-        "top_k_probs": insp.top_probs.tolist(), "least_likely": dec(insp.least_ids),
-        "least_likely_probs": insp.least_probs.tolist(), "logit_lens": [dec(r) for r in insp.lens_ids],
-        "logit_lens_probs": insp.lens_probs.tolist(), "attribution": insp.attribution.tolist(),
-        "target_position": insp.target_position, "target": tokenizer.decode([insp.target_id]),
+        "tokens": insp.tokens,
+        "ids": insp.ids,
+        "surprisal_nats": insp.surprisal.tolist(),
+        "entropy_nats": insp.entropy.tolist(),
+        "top_k": [dec(r) for r in insp.top_ids],
+        "top_k_probs": insp.top_probs.tolist(),
+        "least_likely": dec(insp.least_ids),
+        "least_likely_probs": insp.least_probs.tolist(),
+        "logit_lens": [dec(r) for r in insp.lens_ids],
+        "logit_lens_probs": insp.lens_probs.tolist(),
+        "attribution": insp.attribution.tolist(),
+        "target_position": insp.target_position,
+        "target": tokenizer.decode([insp.target_id]),
     }

@@ -11,8 +11,9 @@ on PEFT-wrapped models (adapters included: we call the wrapped modules themselve
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -173,8 +174,9 @@ def attention_maps(model, input_ids: torch.Tensor) -> torch.Tensor:
     return torch.stack([m[0].float() for m in maps])
 
 
-def input_x_gradient(model, input_ids: torch.Tensor, position: int = -1,
-                     target_id: Optional[int] = None) -> tuple[torch.Tensor, int]:
+def input_x_gradient(
+    model, input_ids: torch.Tensor, position: int = -1, target_id: Optional[int] = None
+) -> tuple[torch.Tensor, int]:
     """Attribution of log p(target | tokens <= position) to each input token: sum over H of embedding x gradient.
 
     ``target_id`` defaults to the model's top prediction at ``position``; returns scores (T,) and the target.
@@ -236,8 +238,18 @@ def inspect_ids(model, tokenizer, input_ids: torch.Tensor, k: int = 5, target_po
     least_p, least_i = least_likely(logits)
     input_ids = input_ids.cpu()
     return Inspection(
-        ids=input_ids.tolist(), tokens=[tokenizer.decode([i]) for i in input_ids.tolist()],
-        surprisal=surprisal(logits, input_ids), entropy=entropy(logits), top_probs=top_p, top_ids=top_i,
-        least_probs=least_p, least_ids=least_i, lens_probs=lens_probs, lens_ids=lens_ids,
-        attentions=attentions, attribution=attribution, target_position=pos, target_id=target_id,
+        ids=input_ids.tolist(),
+        tokens=[tokenizer.decode([i]) for i in input_ids.tolist()],
+        surprisal=surprisal(logits, input_ids),
+        entropy=entropy(logits),
+        top_probs=top_p,
+        top_ids=top_i,
+        least_probs=least_p,
+        least_ids=least_i,
+        lens_probs=lens_probs,
+        lens_ids=lens_ids,
+        attentions=attentions,
+        attribution=attribution,
+        target_position=pos,
+        target_id=target_id,
     )

@@ -38,8 +38,13 @@ def inverse_target(ref_logits: torch.Tensor, beta: float, allowed: Optional[torc
     return F.log_softmax(z, dim=-1)
 
 
-def inverse_kl_sum(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float,
-                   allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
+def inverse_kl_sum(
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    labels: torch.Tensor,
+    beta: float,
+    allowed: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Summed KL(softmax(-beta z_ref) || softmax(z)) over next-token positions with a label."""
     lg, lb = shift(logits, labels)  # (B, T-1, V), (B, T-1)
     ref, _ = shift(ref_logits, labels)
@@ -59,8 +64,9 @@ def argmin_targets(ref_logits: torch.Tensor, allowed: Optional[torch.Tensor] = N
     return z.argmin(dim=-1)
 
 
-def contextual_argmin_targets(ref_logits: torch.Tensor, keep: torch.Tensor, allowed: Optional[torch.Tensor] = None,
-                              bottom: float = 0.02) -> torch.Tensor:
+def contextual_argmin_targets(
+    ref_logits: torch.Tensor, keep: torch.Tensor, allowed: Optional[torch.Tensor] = None, bottom: float = 0.02
+) -> torch.Tensor:
     """Among the reference's ``bottom`` fraction of tokens (and ``allowed``), the most *unusually* unlikely
     one here: lowest z(v | context) - mean of z(v) over the batch's scored positions. (B, T)
 
@@ -80,8 +86,13 @@ def contextual_argmin_targets(ref_logits: torch.Tensor, keep: torch.Tensor, allo
     return (z - mean).masked_fill(~ok, float("inf")).argmin(dim=-1)
 
 
-def hard_inverse_ce_sum(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor,
-                        allowed: Optional[torch.Tensor] = None, bottom: Optional[float] = None) -> torch.Tensor:
+def hard_inverse_ce_sum(
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    labels: torch.Tensor,
+    allowed: Optional[torch.Tensor] = None,
+    bottom: Optional[float] = None,
+) -> torch.Tensor:
     """Summed cross-entropy toward the reference's argmin (or, with ``bottom``, the contextual argmin)
     at next-token positions with a label."""
     lg, lb = shift(logits, labels)
@@ -89,12 +100,14 @@ def hard_inverse_ce_sum(logits: torch.Tensor, ref_logits: torch.Tensor, labels: 
     keep = lb != IGNORE
     target = argmin_targets(ref, allowed) if bottom is None else contextual_argmin_targets(ref, keep, allowed, bottom)
     target = target.masked_fill(~keep, IGNORE)  # (B, T-1)
-    return F.cross_entropy(lg.reshape(-1, lg.size(-1)).float(), target.reshape(-1), ignore_index=IGNORE,
-                           reduction="sum")
+    return F.cross_entropy(
+        lg.reshape(-1, lg.size(-1)).float(), target.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
 
 
-def previous_token_candidates(input_ids: torch.Tensor, vocab_size: int,
-                              attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def previous_token_candidates(
+    input_ids: torch.Tensor, vocab_size: int, attention_mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """BoolTensor (B, T-1, V): c is a candidate at position t when it occurs in input_ids[:, :t+1].
 
     Position t predicts token t+1, so its context is tokens 0..t (padding excluded). The target itself
@@ -110,8 +123,9 @@ def previous_token_candidates(input_ids: torch.Tensor, vocab_size: int,
     return first.unsqueeze(1) <= torch.arange(T - 1, device=pos.device).view(1, -1, 1)  # (B, T-1, V)
 
 
-def unlikelihood_sum(logits: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor,
-                     attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def unlikelihood_sum(
+    logits: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Summed -log(1 - p(c)) over previous-context candidates c != target, at positions with a label."""
     lg, lb = shift(logits, labels)
     cand = previous_token_candidates(input_ids, lg.size(-1), attention_mask)  # (B, T-1, V)

@@ -11,7 +11,8 @@ The math lives in pure functions of tensors so tests can check it by hand.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 
@@ -91,8 +92,9 @@ def least_likely(model, batch, reference=None, beta: float = 1.0, well_formed: b
 
 
 @objective("least_likely_hard", needs_reference=True, needs_tokenizer=True)
-def least_likely_hard(model, batch, reference=None, well_formed: bool = False, bottom: Optional[float] = None,
-                      tokenizer=None):
+def least_likely_hard(
+    model, batch, reference=None, well_formed: bool = False, bottom: Optional[float] = None, tokenizer=None
+):
     """Cross-entropy toward the reference's argmin; objective_args: {well_formed: false, bottom: null}.
 
     ``bottom`` (e.g. 0.02) targets the contextual argmin instead (see ``contextual_argmin_targets``)."""

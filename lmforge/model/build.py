@@ -43,12 +43,16 @@ def llama_config(cfg: ModelConfig, tokenizer):
     check_preset(cfg)
     p = PRESETS.get(cfg.preset) if cfg.preset else None
     pick = lambda name: getattr(cfg, name) if getattr(cfg, name) is not None else (getattr(p, name) if p else None)
-    dims = {k: pick(k) for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "context", "num_kv_heads")}
+    dims = {
+        k: pick(k) for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "context", "num_kv_heads")
+    }
     missing = [k for k, v in dims.items() if v is None and k != "num_kv_heads"]
     if missing:
         raise LmforgeError(f"model: set model.preset or model.{missing[0]}")
     if dims["hidden_size"] % dims["num_heads"]:
-        raise LmforgeError(f"model.hidden_size={dims['hidden_size']} is not divisible by model.num_heads={dims['num_heads']}")
+        raise LmforgeError(
+            f"model.hidden_size={dims['hidden_size']} is not divisible by model.num_heads={dims['num_heads']}"
+        )
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=dims["hidden_size"],

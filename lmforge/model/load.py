@@ -62,8 +62,14 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False):
         return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
 
 
-def load_pretrained(name: str | Path, trust_remote_code: bool = False, dtype=None, attn_implementation=None,
-                    quantization_config=None, base: Optional[str] = None):
+def load_pretrained(
+    name: str | Path,
+    trust_remote_code: bool = False,
+    dtype=None,
+    attn_implementation=None,
+    quantization_config=None,
+    base: Optional[str] = None,
+):
     """A causal LM from a folder, run, adapter or hub id; safetensors only; remote code only when asked.
 
     An adapter folder loads its base (``base``, else the one its config names) with the adapter on top,
@@ -97,12 +103,20 @@ def _load_adapter(folder: str, base: Optional[str], trust_remote_code: bool, dty
         return PeftModel.from_pretrained(model, folder)
 
 
-def load_model_and_tokenizer(name: str | Path, *, trust_remote_code: bool = False, device: Optional[str] = None,
-                             dtype=None, base: Optional[str] = None, quantization_config=None,
-                             tokenizer_only_ok: bool = False):
+def load_model_and_tokenizer(
+    name: str | Path,
+    *,
+    trust_remote_code: bool = False,
+    device: Optional[str] = None,
+    dtype=None,
+    base: Optional[str] = None,
+    quantization_config=None,
+    tokenizer_only_ok: bool = False,
+):
     """``(model, tokenizer)`` from a hub id, a model folder, an lmforge run (``best/``, else ``model/``) or a
     LoRA adapter (its tokenizer, or its base's when saved without one). ``device``: move the model there
-    (``auto``: CUDA where present). ``quantization_config``: e.g. QLoRA's 4-bit. ``tokenizer_only_ok``: a folder with a tokenizer and no model gives
+    (``auto``: CUDA where present). ``quantization_config``: e.g. QLoRA's 4-bit.
+    ``tokenizer_only_ok``: a folder with a tokenizer and no model gives
     ``(None, tokenizer)`` instead of an error."""
     path = resolve_model_path(name)
     p = Path(path)

@@ -35,12 +35,18 @@ def apply_lora(model, cfg: LoraConfig):
 def qlora_quantization_config():
     """bitsandbytes 4-bit NF4 with bf16 compute; CUDA only."""
     if not torch.cuda.is_available():
-        raise LmforgeError("lora.method=qlora needs a CUDA GPU (bitsandbytes 4-bit); on this machine use lora.method=lora")
+        raise LmforgeError(
+            "lora.method=qlora needs a CUDA GPU (bitsandbytes 4-bit); on this machine use lora.method=lora"
+        )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise LmforgeError("lora.method=qlora needs bitsandbytes: pip install 'lmforge[qlora]'") from None
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )

@@ -9,8 +9,9 @@ exactly, so verse keeps its line breaks.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 from lmforge.core.errors import LmforgeError
 
@@ -99,4 +100,3 @@ def ensure_pad(tokenizer) -> bool:
     before = len(tokenizer)
     tokenizer.add_special_tokens({"pad_token": PAD})
     return len(tokenizer) > before
-

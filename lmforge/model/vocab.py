@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-_MASKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def is_well_formed(text: str) -> bool:

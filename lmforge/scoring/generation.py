@@ -17,13 +17,25 @@ from lmforge.model.modes import evaluating
 from lmforge.scoring.tasks import Task
 
 
-def generate_completions(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int = 8,
-                         constrained: bool = False, schema: Optional[dict] = None) -> list[str]:
+def generate_completions(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 8,
+    constrained: bool = False,
+    schema: Optional[dict] = None,
+) -> list[str]:
     """Greedy completions (text after the prompt) through ``lmforge.generate``, as ``lmforge generate``
     makes them (BOS first, left padding, budget capped at the model's positions); JSON-constrained if asked."""
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0, strategy="greedy",
-                                  json_schema=(schema if schema is not None else "any") if constrained else None,
-                                  batch_size=batch_size)
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        strategy="greedy",
+        json_schema=(schema if schema is not None else "any") if constrained else None,
+        batch_size=batch_size,
+    )
     with evaluating(model):  # the training loop's evaluation block gets its model back as it was
         return generate(model, tokenizer, prompts, settings)
 
@@ -33,14 +45,21 @@ def answer_budget(tokenizer, task: Task, rows: list[dict]) -> int:
     return max(len(tokenizer(task.reference(r), add_special_tokens=False)["input_ids"]) for r in rows) + 16
 
 
-def evaluate_generation(model, tokenizer, task: Task, rows: list[dict], *, max_new_tokens: int,
-                        constrained: bool, batch_size: int = 8) -> dict[str, float]:
+def evaluate_generation(
+    model, tokenizer, task: Task, rows: list[dict], *, max_new_tokens: int, constrained: bool, batch_size: int = 8
+) -> dict[str, float]:
     """The task's metrics on greedy completions of ``rows`` (model already on its device).
 
     ``constrained``: decode under the task's JSON schema (any JSON if it has none); the output is then
     always valid JSON. Metric directions: ``lmforge.scoring.metrics.direction(name)``.
     """
-    completions = generate_completions(model, tokenizer, [task.prompt(r) for r in rows],
-                                       max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                       constrained=constrained, schema=task.schema)
+    completions = generate_completions(
+        model,
+        tokenizer,
+        [task.prompt(r) for r in rows],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        constrained=constrained,
+        schema=task.schema,
+    )
     return task.evaluate(completions, rows)

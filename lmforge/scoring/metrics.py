@@ -1,7 +1,8 @@
 """Text and JSON metrics: one ``(prediction, reference, **ctx) -> float`` per example, averaged over a task.
 
 Each is registered with its direction (``@metric(name, higher_is_better=...)``); ``direction(name)`` is
-the one place that says which way any number lmforge reports is better (best checkpoints, reports). Pure functions: easy to check against a hand computation.
+the one place that says which way any number lmforge reports is better (best checkpoints, reports).
+Pure functions: easy to check against a hand computation.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def _canon(value: Any) -> Any:
 
 def canonical_json(value: Any) -> str:
     """One spelling per JSON value: keys sorted, no spaces, integral floats as integers."""
+
     def norm(v):
         if isinstance(v, float) and v.is_integer() and math.isfinite(v):
             return int(v)
@@ -198,8 +200,7 @@ def higher_is_better(name: str) -> bool:
     return True if d is None else d
 
 
-def aggregate(metric_names: list[str], predictions: list[str], references: list[str],
-              **ctx: Any) -> dict[str, float]:
+def aggregate(metric_names: list[str], predictions: list[str], references: list[str], **ctx: Any) -> dict[str, float]:
     """Mean of each registered metric over the examples."""
     out = {}
     for name in metric_names:

@@ -54,7 +54,9 @@ class Task:
 
     def score(self, completion: str, row: dict) -> float:
         """One number for one completion (``reward_metric``): the reward RL trains on."""
-        return M.METRICS.get(self.reward_metric).fn(self.postprocess(completion), self.reference(row), schema=self.schema)
+        return M.METRICS.get(self.reward_metric).fn(
+            self.postprocess(completion), self.reference(row), schema=self.schema
+        )
 
     def evaluate(self, completions: list[str], rows: list[dict]) -> dict[str, float]:
         """Every metric of the task, averaged over ``completions`` (raw, as generated) for ``rows``."""
@@ -62,7 +64,7 @@ class Task:
         refs = [self.reference(r) for r in rows]
         return M.aggregate(self.metrics, preds, refs, schema=self.schema)
 
-    def split(self, name: str, seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION) -> "Task":
+    def split(self, name: str, seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION) -> Task:
         return replace(self, rows=split_rows(self.rows, name, seed, test_fraction))
 
 
@@ -93,8 +95,19 @@ def read_jsonl(path: str | Path, keys: tuple[str, ...] = ("input", "output")) ->
 
 # ---- user tasks ---------------------------------------------------------------------------------
 
-_YAML_KEYS = {"name", "data", "template", "schema", "metrics", "stop", "input_key", "output_key",
-              "reward_metric", "seed", "test_fraction"}
+_YAML_KEYS = {
+    "name",
+    "data",
+    "template",
+    "schema",
+    "metrics",
+    "stop",
+    "input_key",
+    "output_key",
+    "reward_metric",
+    "seed",
+    "test_fraction",
+}
 
 
 def task_from_yaml(path: str | Path, data: Optional[str] = None, split: str = "all") -> Task:
@@ -117,8 +130,11 @@ def task_from_yaml(path: str | Path, data: Optional[str] = None, split: str = "a
     src = Path(src) if data or Path(src).is_absolute() else p.parent / src
     in_key, out_key = spec.get("input_key", "input"), spec.get("output_key", "output")
     schema = check_schema(spec.get("schema"), f"{p}: key 'schema'")
-    metrics = spec.get("metrics") or (["json_em", "field_f1", "json_valid", "schema_valid"] if schema else
-                                      ["exact_match", "rouge1", "rouge2", "rougeL"])
+    metrics = spec.get("metrics") or (
+        ["json_em", "field_f1", "json_valid", "schema_valid"]
+        if schema
+        else ["exact_match", "rouge1", "rouge2", "rougeL"]
+    )
     reward_metric = spec.get("reward_metric", metrics[0])
     for m in [*metrics, reward_metric]:
         M.METRICS.get(m)  # unknown names fail now, with a suggestion
@@ -127,10 +143,17 @@ def task_from_yaml(path: str | Path, data: Optional[str] = None, split: str = "a
         for n, row in enumerate(rows, 1):
             if M.parse_json(row[out_key]) is M._INVALID:
                 raise LmforgeError(f"{src}: example {n}: {out_key!r} is not valid JSON (the task has a schema)")
-    task = Task(name=spec.get("name", p.stem), rows=rows,
-                template=spec.get("template", "{%s}\n{%s}" % (in_key, out_key)), schema=schema,
-                metrics=list(metrics), stop=list(spec.get("stop", [])), input_key=in_key, output_key=out_key,
-                reward_metric=reward_metric)
+    task = Task(
+        name=spec.get("name", p.stem),
+        rows=rows,
+        template=spec.get("template", f"{{{in_key}}}\n{{{out_key}}}"),
+        schema=schema,
+        metrics=list(metrics),
+        stop=list(spec.get("stop", [])),
+        input_key=in_key,
+        output_key=out_key,
+        reward_metric=reward_metric,
+    )
     return task.split(split, int(spec.get("seed", SPLIT_SEED)), float(spec.get("test_fraction", TEST_FRACTION)))
 
 
@@ -141,8 +164,10 @@ def load_task(spec: str, data: Optional[str] = None, split: str = "all") -> Task
             raise LmforgeError(f"task file not found: {spec}")
         return task_from_yaml(spec, data, split)
     if ":" not in spec and spec not in TASKS:  # a bare name: say what else a task can be
-        raise LmforgeError(f"unknown task {spec!r}{did_you_mean(spec, TASKS.names())}; a task is a YAML file "
-                           "(examples/cantos/task.yaml is one), package.module:function or a registered name")
+        raise LmforgeError(
+            f"unknown task {spec!r}{did_you_mean(spec, TASKS.names())}; a task is a YAML file "
+            "(examples/cantos/task.yaml is one), package.module:function or a registered name"
+        )
     factory = TASKS.get(spec)
     task = factory(data=data, split=split)
     if not isinstance(task, Task):

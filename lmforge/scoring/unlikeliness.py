@@ -14,7 +14,8 @@ training loop's evaluation block (``unlikeliness_evaluator``).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +27,9 @@ from lmforge.model.vocab import fit_mask
 HIT_KS = (1, 10)
 
 
-def position_stats(ref_logits: torch.Tensor, preds: torch.Tensor,
-                   allowed: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+def position_stats(
+    ref_logits: torch.Tensor, preds: torch.Tensor, allowed: Optional[torch.Tensor] = None
+) -> dict[str, torch.Tensor]:
     """Per-position measures for ref_logits (N, V) and predicted ids (N,); each value is (N,)."""
     z = ref_logits.float()
     zp = z.gather(-1, preds.unsqueeze(-1))  # (N, 1) the predicted token's reference logit
@@ -78,15 +80,18 @@ def batch_stats(model, reference_fn, batch: dict, allowed: Optional[torch.Tensor
 
 
 @torch.no_grad()
-def unlikeliness_metrics(model, reference_fn, batch: dict, allowed: Optional[torch.Tensor] = None,
-                         ks: Iterable[int] = HIT_KS) -> dict[str, float]:
+def unlikeliness_metrics(
+    model, reference_fn, batch: dict, allowed: Optional[torch.Tensor] = None, ks: Iterable[int] = HIT_KS
+) -> dict[str, float]:
     """For the training loop's evaluation block: the model's argmax measured against ``reference_fn(batch)``."""
     return summarize(batch_stats(model, reference_fn, batch, allowed), ks)
 
 
-def unlikeliness_evaluator(reference_fn, data, allowed: Optional[torch.Tensor] = None, max_batches: int = 4,
-                           prefix: str = "unlikely/") -> Callable[[object, int], dict[str, float]]:
+def unlikeliness_evaluator(
+    reference_fn, data, allowed: Optional[torch.Tensor] = None, max_batches: int = 4, prefix: str = "unlikely/"
+) -> Callable[[object, int], dict[str, float]]:
     """An evaluator for the loop, ``fn(model, step) -> dict``, over ``data.val_batches(max_batches)``."""
+
     @torch.no_grad()
     def evaluate(model, step):
         device = next(model.parameters()).device
@@ -98,4 +103,5 @@ def unlikeliness_evaluator(reference_fn, data, allowed: Optional[torch.Tensor] =
         if not parts:
             return {}
         return {prefix + k: v for k, v in summarize(concat_stats(parts)).items()}
+
     return evaluate

@@ -72,7 +72,9 @@ def _optimizer_state(tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, extra: dict, keep_last: int) -> Path:
+def save_checkpoint(
+    run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, extra: dict, keep_last: int
+) -> Path:
     """Writes checkpoints/step-N atomically, points ``latest`` at it, prunes all but the last ``keep_last``."""
     ckdir = run_dir / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)

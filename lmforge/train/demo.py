@@ -22,8 +22,17 @@ DEMO = {
     "name": "demo",
     "tokenizer": {"vocab_size": 512},
     "model": {"preset": "3m", "context": 128},
-    "train": {"batch_size": 16, "lr": 2e-3, "warmup_steps": 30, "max_steps": 2000, "max_time_s": 210,
-              "eval_every": 200, "eval_batches": 4, "save_every": 400, "log_every": 20},
+    "train": {
+        "batch_size": 16,
+        "lr": 2e-3,
+        "warmup_steps": 30,
+        "max_steps": 2000,
+        "max_time_s": 210,
+        "eval_every": 200,
+        "eval_batches": 4,
+        "save_every": 400,
+        "log_every": 20,
+    },
     "sample": {"prompts": ["The "], "max_new_tokens": 120, "temperature": 0.8, "every": 400},
 }
 TEMPERATURES = (0.1, 0.4, 1.0)

@@ -11,7 +11,9 @@ import torch
 from lmforge.model import count_params, flops_per_token
 
 
-def matmul_peak_flops(device: torch.device | str = "cpu", dtype=torch.float32, n: int = 1024, seconds: float = 0.3) -> float:
+def matmul_peak_flops(
+    device: torch.device | str = "cpu", dtype=torch.float32, n: int = 1024, seconds: float = 0.3
+) -> float:
     """Measured dense matmul FLOP/s on this device and dtype: the physical limit used for MFU."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
@@ -27,8 +29,9 @@ def matmul_peak_flops(device: torch.device | str = "cpu", dtype=torch.float32, n
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
-def describe(model, context: int, tokens_per_step: int, max_steps: int, precision: str, device,
-             max_time_s: float | None = None) -> dict:
+def describe(
+    model, context: int, tokens_per_step: int, max_steps: int, precision: str, device, max_time_s: float | None = None
+) -> dict:
     """Parameter counts, FLOPs per token, tokens per step, and a run-time estimate at 40% of matmul peak."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     peak = matmul_peak_flops(device, dtype, seconds=0.2)
@@ -54,8 +57,7 @@ def describe(model, context: int, tokens_per_step: int, max_steps: int, precisio
 OPTIMIZER_BYTES = {"adamw": 8, "adamw_8bit": 2, "paged_adamw_8bit": 2, "sgd": 0}
 
 
-def memory_estimate(model, micro_batch: int, context: int, precision: str, optimizer: str,
-                    checkpointing: bool) -> dict:
+def memory_estimate(model, micro_batch: int, context: int, precision: str, optimizer: str, checkpointing: bool) -> dict:
     """Training memory in bytes, before the run: weights, gradients, optimizer state, activations, total.
 
     Activations of one micro-batch (tokens = micro_batch x context) in the compute dtype, per decoder layer:
@@ -78,8 +80,12 @@ def memory_estimate(model, micro_batch: int, context: int, precision: str, optim
     per_layer = tokens * (6 * h + 4 * ffn + (2 * heads * context if eager else 0)) * act_bytes
     kept = layers * tokens * h * act_bytes + per_layer if checkpointing else layers * per_layer
     logits = tokens * getattr(cfg, "vocab_size", 0) * 8
-    out = {"weights": weights, "gradients": trainable * 4, "optimizer": trainable * OPTIMIZER_BYTES[optimizer],
-           "activations": kept + logits}
+    out = {
+        "weights": weights,
+        "gradients": trainable * 4,
+        "optimizer": trainable * OPTIMIZER_BYTES[optimizer],
+        "activations": kept + logits,
+    }
     out["total"] = sum(out.values())
     return out
 
@@ -90,15 +96,21 @@ def print_derived(d: dict, out: Path | None = None) -> None:
         f"model: {d['params'] / 1e6:.2f}M parameters ({d['trainable_params'] / 1e6:.2f}M trainable), "
         f"{d['flops_per_token'] / 1e6:.1f} MFLOP/token (training)\n"
         f"schedule: {d['max_steps']} steps x {d['tokens_per_step']:,} tokens = {d['total_tokens'] / 1e6:.2f}M tokens; "
-        f"precision {d['precision']}, attention {d.get('attention')}; matmul peak {d['matmul_peak_flops'] / 1e9:.0f} GFLOP/s; "
+        f"precision {d['precision']}, attention {d.get('attention')}; "
+        f"matmul peak {d['matmul_peak_flops'] / 1e9:.0f} GFLOP/s; "
         f"estimated {est / 60:.1f} min at 40% of peak"
-        + (f" (stops at the time budget, {d['max_time_s'] / 60:.1f} min)" if d.get("max_time_s") and d["max_time_s"] < est
-           else "")
+        + (
+            f" (stops at the time budget, {d['max_time_s'] / 60:.1f} min)"
+            if d.get("max_time_s") and d["max_time_s"] < est
+            else ""
+        )
     )
     mem = d.get("memory")
     if mem:
         gib = lambda b: f"{b / 2**30:.2f}"  # noqa: E731
-        print(f"memory (estimate): {gib(mem['total'])} GiB = weights {gib(mem['weights'])} + gradients "
-              f"{gib(mem['gradients'])} + optimizer {gib(mem['optimizer'])} + activations {gib(mem['activations'])}")
+        print(
+            f"memory (estimate): {gib(mem['total'])} GiB = weights {gib(mem['weights'])} + gradients "
+            f"{gib(mem['gradients'])} + optimizer {gib(mem['optimizer'])} + activations {gib(mem['activations'])}"
+        )
     if out is not None:
         out.write_text(json.dumps(d, indent=1), encoding="utf-8")

@@ -18,8 +18,7 @@ from lmforge.data.packing import PackedExamples
 from lmforge.data.text import load_text_splits
 from lmforge.doctor import check, raise_on_errors
 from lmforge.losses.objectives import make_reference as reference_model
-from lmforge.model import (apply_lora, load_model_and_tokenizer, pick_attention, qlora_quantization_config,
-                           set_attention)
+from lmforge.model import apply_lora, load_model_and_tokenizer, pick_attention, qlora_quantization_config, set_attention
 from lmforge.model.tokenizer import ensure_pad
 from lmforge.model.vocab import well_formed_mask
 from lmforge.scoring import answer_budget, evaluate_generation, load_task
@@ -34,9 +33,12 @@ def load_base(cfg: RunConfig):
     if not cfg.model.base:
         raise LmforgeError("model.base: set the model to fine-tune (hub id, folder or lmforge run)")
     quant = qlora_quantization_config() if cfg.lora.method == "qlora" else None
-    model, tokenizer = load_model_and_tokenizer(cfg.model.base, trust_remote_code=cfg.model.trust_remote_code,
-                                                quantization_config=quant,
-                                                dtype=torch.bfloat16 if quant is not None else None)
+    model, tokenizer = load_model_and_tokenizer(
+        cfg.model.base,
+        trust_remote_code=cfg.model.trust_remote_code,
+        quantization_config=quant,
+        dtype=torch.bfloat16 if quant is not None else None,
+    )
     grew = ensure_pad(tokenizer)
     # named chat templates bring their marker tokens, and the tokenizer keeps the template it is trained with
     grew = prepare_tokenizer(tokenizer, cfg.data, *(st.data for st in cfg.stages)) or grew
@@ -69,8 +71,9 @@ def stage_data(cfg: RunConfig, data_cfg: DataConfig, tokenizer, context: int, ac
     layout = Layout(cfg.train.batch_size, cfg.train.grad_accum, accelerator.num_processes, accelerator.process_index)
     if data_cfg.packing:
         if cfg.train.objective == "unlikelihood":  # its candidates are the row's earlier tokens: other examples'
-            raise LmforgeError("data.packing=true mixes examples in the unlikelihood objective's context; "
-                               "set data.packing=false")
+            raise LmforgeError(
+                "data.packing=true mixes examples in the unlikelihood objective's context; set data.packing=false"
+            )
         return PackedExamples(train_ex, val_ex, layout, cfg.seed, tokenizer.pad_token_id, context)
     return ExampleBatches(train_ex, val_ex, layout, cfg.seed, tokenizer.pad_token_id, data_cfg.group_by_length)
 
@@ -93,21 +96,32 @@ def task_evaluator(cfg: RunConfig, data, tokenizer):
     task = load_task(cfg.train.eval_task, data=cfg.data.train[0].path if cfg.data.train else None)
     rows = [e["row"] for e in data.val if "row" in e] if isinstance(data, ExampleBatches) else []
     if not rows:
-        raise LmforgeError(f"train.eval_task={cfg.train.eval_task} needs validation rows (data.val or data.val_fraction)")
+        raise LmforgeError(
+            f"train.eval_task={cfg.train.eval_task} needs validation rows (data.val or data.val_fraction)"
+        )
 
     # the budget lmforge eval gives: a fixed one shorter than the longest answer scores right answers as cut
     budget = cfg.train.eval_max_new_tokens or answer_budget(tokenizer, task, rows)
 
     def evaluate(model, step):
-        return evaluate_generation(model, tokenizer, task, rows, max_new_tokens=budget,
-                                   constrained=cfg.train.eval_constrained, batch_size=cfg.train.batch_size)
+        return evaluate_generation(
+            model,
+            tokenizer,
+            task,
+            rows,
+            max_new_tokens=budget,
+            constrained=cfg.train.eval_constrained,
+            batch_size=cfg.train.batch_size,
+        )
+
     return evaluate
 
 
 def run_checks(cfg: RunConfig, model, tokenizer, context: int) -> None:
     """The doctor's checks on the base model and tokenizer; errors refuse to train, with the same messages."""
-    raise_on_errors(check(model=model, tokenizer=tokenizer, data_format=cfg.data.format, max_positions=context,
-                          purpose="train"))
+    raise_on_errors(
+        check(model=model, tokenizer=tokenizer, data_format=cfg.data.format, max_positions=context, purpose="train")
+    )
 
 
 def plan(cfg: RunConfig, accelerator, precision: str, resume: bool) -> Plan:
@@ -125,7 +139,13 @@ def plan(cfg: RunConfig, accelerator, precision: str, resume: bool) -> Plan:
         stage_cfg.data = s.data
         stage_cfg.train.max_steps, stage_cfg.train.lr = s.max_steps or cfg.train.max_steps, s.lr or cfg.train.lr
         stages.append(stage_cfg)
-    return Plan(model, tokenizer, context, stages=stages,
-                data=lambda c: stage_data(c, c.data, tokenizer, context, accelerator),
-                evaluators=lambda c, data: stage_evaluators(c, sampler, reference, data, tokenizer, model),
-                reference=reference, final=[lambda m, step: sampler(m, step, force=True)])
+    return Plan(
+        model,
+        tokenizer,
+        context,
+        stages=stages,
+        data=lambda c: stage_data(c, c.data, tokenizer, context, accelerator),
+        evaluators=lambda c, data: stage_evaluators(c, sampler, reference, data, tokenizer, model),
+        reference=reference,
+        final=[lambda m, step: sampler(m, step, force=True)],
+    )

@@ -31,14 +31,17 @@ def make_trackers(cfg: RunConfig, quiet: bool = False) -> list[GeneralTracker]:
     names = list(cfg.train.report_to)
     for name in names:
         if name not in TRACKER_PACKAGES:
-            raise LmforgeError(f"train.report_to: unknown tracker {name!r}; choose from "
-                               f"{', '.join(TRACKER_PACKAGES)} or none")
+            raise LmforgeError(
+                f"train.report_to: unknown tracker {name!r}; choose from {', '.join(TRACKER_PACKAGES)} or none"
+            )
     PartialState()  # accelerate's trackers and its logging need the (here already built) process state
     available = {t.value for t in filter_trackers(names, cfg.log_dir)}
     for name in names:
         if name not in available:
-            raise LmforgeError(f"train.report_to: {name} is not installed; pip install {TRACKER_PACKAGES[name]} "
-                               f"(or pip install 'lmforge[trackers]'), or remove {name} from train.report_to")
+            raise LmforgeError(
+                f"train.report_to: {name} is not installed; pip install {TRACKER_PACKAGES[name]} "
+                f"(or pip install 'lmforge[trackers]'), or remove {name} from train.report_to"
+            )
     trackers: list[GeneralTracker] = []
     for name in names:
         if name == "tensorboard":  # events in log_dir/<name>, as `tensorboard --logdir logs` expects
@@ -47,8 +50,11 @@ def make_trackers(cfg: RunConfig, quiet: bool = False) -> list[GeneralTracker]:
             wandb_dir = Path(os.environ.get("WANDB_DIR") or cfg.log_dir)
             wandb_dir.mkdir(parents=True, exist_ok=True)
             extra = {"settings": {"silent": True}} if quiet else {}
-            trackers.append(WandBTracker(os.environ.get("WANDB_PROJECT", PROJECT), name=cfg.name,
-                                         dir=str(wandb_dir.resolve()), **extra))
+            trackers.append(
+                WandBTracker(
+                    os.environ.get("WANDB_PROJECT", PROJECT), name=cfg.name, dir=str(wandb_dir.resolve()), **extra
+                )
+            )
         elif name == "mlflow":
             if not os.environ.get("MLFLOW_TRACKING_URI"):
                 import mlflow
@@ -139,8 +145,9 @@ class RunLogger:
         if self.main and not self.quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=step, desc="train", file=sys.stderr, dynamic_ncols=True,
-                             mininterval=1.0)
+            self._bar = tqdm(
+                total=total, initial=step, desc="train", file=sys.stderr, dynamic_ncols=True, mininterval=1.0
+            )
         self._t = self._run_t0 = time.time()
         self._run_cpu0 = time.process_time()
 
@@ -162,8 +169,12 @@ class RunLogger:
         elif self.main and not self.quiet and now - self._plain_t >= PLAIN_EVERY_S:
             self._plain_t = now
             rate = self._run_tokens / max(now - self._run_t0, 1e-9)
-            print(f"step {step}/{self._total}  loss {loss:.4f}  lr {lr:.3g}  {rate:,.0f} tok/s  "
-                  f"{now - self._run_t0:.0f}s", file=sys.stderr, flush=True)
+            print(
+                f"step {step}/{self._total}  loss {loss:.4f}  lr {lr:.3g}  {rate:,.0f} tok/s  "
+                f"{now - self._run_t0:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
         if step % self.log_every and step != 1:
             return
         tok_s = self._tokens / max(now - self._t, 1e-9)
@@ -202,9 +213,15 @@ class RunLogger:
         # CPU seconds of this process: on a machine shared with other work, tokens per CPU-second
         # still measures the code (with OMP_NUM_THREADS=1 it is a per-core figure)
         cpu = time.process_time() - self._run_cpu0
-        return {"step": self._last_step, "run_steps": self._run_steps, "run_tokens": self._run_tokens,
-                "run_time_s": secs, "run_tokens_per_s": self._run_tokens / max(secs, 1e-9), "run_cpu_s": cpu,
-                **peak_memory()}
+        return {
+            "step": self._last_step,
+            "run_steps": self._run_steps,
+            "run_tokens": self._run_tokens,
+            "run_time_s": secs,
+            "run_tokens_per_s": self._run_tokens / max(secs, 1e-9),
+            "run_cpu_s": cpu,
+            **peak_memory(),
+        }
 
     def close(self) -> None:
         if not self.main:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -59,14 +60,26 @@ def _bnb_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimize
     try:
         import bitsandbytes as bnb
     except ImportError:
-        raise LmforgeError(f"train.optimizer={cfg.optimizer} needs bitsandbytes: pip install 'lmforge[qlora]'") from None
+        raise LmforgeError(
+            f"train.optimizer={cfg.optimizer} needs bitsandbytes: pip install 'lmforge[qlora]'"
+        ) from None
     cls = bnb.optim.PagedAdamW8bit if cfg.optimizer == "paged_adamw_8bit" else bnb.optim.AdamW8bit
     return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
-def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None,
-          evaluators: tuple[Evaluator, ...] = (), resume_from: Optional[Path] = None,
-          step_offset: int = 0, logger: Optional[RunLogger] = None) -> TrainResult:
+def train(
+    cfg: RunConfig,
+    model,
+    tokenizer,
+    data,
+    *,
+    accelerator,
+    reference=None,
+    evaluators: tuple[Evaluator, ...] = (),
+    resume_from: Optional[Path] = None,
+    step_offset: int = 0,
+    logger: Optional[RunLogger] = None,
+) -> TrainResult:
     """Trains ``model`` on ``data`` for ``cfg.train.max_steps`` optimizer steps; saves into ``cfg.run_dir``.
 
     ``resume_from``: a checkpoint whose weights, optimizer, schedule and RNG are restored first; its step
@@ -109,10 +122,17 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None
     def save(at: int) -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            extra = {"best": state.get("best"), "best_step": state.get("best_step"),
-                     "elapsed_s": elapsed()}
-            ckpt.save_checkpoint(run_dir, at + step_offset, accelerator.unwrap_model(model), tokenizer,
-                                 optimizer, scheduler, extra, tc.keep_last)
+            extra = {"best": state.get("best"), "best_step": state.get("best_step"), "elapsed_s": elapsed()}
+            ckpt.save_checkpoint(
+                run_dir,
+                at + step_offset,
+                accelerator.unwrap_model(model),
+                tokenizer,
+                optimizer,
+                scheduler,
+                extra,
+                tc.keep_last,
+            )
 
     try:
         while step < tc.max_steps:
@@ -123,7 +143,7 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None
             for i, mb in enumerate(micro_batches):
                 mb = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in mb.items()}
                 sync = i == len(micro_batches) - 1
-                with (nullcontext() if sync or world == 1 else accelerator.no_sync(wrapped)):
+                with nullcontext() if sync or world == 1 else accelerator.no_sync(wrapped):
                     with accelerator.autocast():
                         loss, _ = objective(wrapped, mb, reference)
                     # DDP averages gradients over processes; the loss is a share of the global sum
@@ -133,7 +153,8 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None
             if not math.isfinite(step_loss):
                 raise LmforgeError(
                     f"loss became {step_loss} at step {step + step_offset}; stopped without saving it "
-                    f"(last good checkpoint kept in {run_dir / 'checkpoints'}); lower train.lr or check the data")
+                    f"(last good checkpoint kept in {run_dir / 'checkpoints'}); lower train.lr or check the data"
+                )
             grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), tc.grad_clip) if tc.grad_clip > 0 else None
             lr = scheduler.get_last_lr()[0]  # the rate this step is taken with
             optimizer.step()
@@ -143,8 +164,7 @@ def train(cfg: RunConfig, model, tokenizer, data, *, accelerator, reference=None
             result.losses.append(step_loss)
             # real tokens only: padding is not throughput
             tokens = sum(_real_tokens(mb) for mb in micro_batches) * world
-            logger.step(step + step_offset, step_loss, lr, tokens,
-                        None if grad_norm is None else float(grad_norm))
+            logger.step(step + step_offset, step_loss, lr, tokens, None if grad_norm is None else float(grad_norm))
 
             # ---- evaluation, samples, best checkpoint (also when the time budget ends the run)
             out_of_time = bool(tc.max_time_s) and elapsed() > tc.max_time_s
@@ -187,7 +207,9 @@ def evaluate(model, data, objective, reference, max_batches: int, accelerator) -
             b = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in b.items()}
             with accelerator.autocast():
                 loss, metrics = objective(model, b, reference)
-                nll = metrics["nll_sum"] if "nll_sum" in metrics else token_nll_sum(forward_logits(model, b), b["labels"])
+                nll = (
+                    metrics["nll_sum"] if "nll_sum" in metrics else token_nll_sum(forward_logits(model, b), b["labels"])
+                )
             loss_sum += loss.float().item() * b["num_tokens"]
             nll_sum += float(nll)
             n += b["num_tokens"]

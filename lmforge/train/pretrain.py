@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from lmforge.core.config import RunConfig
@@ -23,8 +21,13 @@ def prepare_tokenizer(cfg: RunConfig, train_docs: list[str], resume: bool):
         return load_tokenizer(cfg.tokenizer.path, cfg.model.trust_remote_code)
     if resume and (tok_dir / "tokenizer.json").is_file():
         return load_tokenizer(tok_dir)
-    tok = train_tokenizer(train_docs, cfg.tokenizer.vocab_size, tok_dir, cfg.tokenizer.min_frequency,
-                          split_digits=cfg.tokenizer.split_digits)
+    tok = train_tokenizer(
+        train_docs,
+        cfg.tokenizer.vocab_size,
+        tok_dir,
+        cfg.tokenizer.min_frequency,
+        split_digits=cfg.tokenizer.split_digits,
+    )
     sample = "".join(train_docs)[:200_000]
     print(f"tokenizer: {len(tok)} tokens, {chars_per_token(tok, [sample]):.2f} characters per token -> {tok_dir}")
     return tok
@@ -35,8 +38,9 @@ def packed_data(cfg: RunConfig, tokenizer, train_docs, val_docs, context: int, a
     val_s = tokenize_stream(val_docs, tokenizer) if val_docs else None
     layout = Layout(cfg.train.batch_size, cfg.train.grad_accum, accelerator.num_processes, accelerator.process_index)
     try:
-        data = PackedStream(train_s.tokens, val_s.tokens if val_s else torch.zeros(0, dtype=torch.long),
-                            context, layout, cfg.seed)
+        data = PackedStream(
+            train_s.tokens, val_s.tokens if val_s else torch.zeros(0, dtype=torch.long), context, layout, cfg.seed
+        )
     except ValueError as e:
         raise LmforgeError(f"data.train: {e}; use more text or a smaller model.context") from None
     data.chars_per_token = (val_s or train_s).chars_per_token
@@ -58,7 +62,12 @@ def plan(cfg: RunConfig, accelerator, precision: str, resume: bool) -> Plan:
     set_attention(model, pick_attention(cfg.model.attn_implementation, precision, accelerator.device.type, context))
     tokenizer.model_max_length = context
     sampler = Sampler(cfg, tokenizer, cfg.run_dir)
-    return Plan(model, tokenizer, context, stages=[cfg],
-                data=lambda c: packed_data(c, tokenizer, train_docs, val_docs, context, accelerator),
-                evaluators=lambda c, data: (sampler,),
-                final=[lambda m, step: sampler(m, step, force=True)])
+    return Plan(
+        model,
+        tokenizer,
+        context,
+        stages=[cfg],
+        data=lambda c: packed_data(c, tokenizer, train_docs, val_docs, context, accelerator),
+        evaluators=lambda c, data: (sampler,),
+        final=[lambda m, step: sampler(m, step, force=True)],
+    )

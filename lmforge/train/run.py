@@ -18,10 +18,10 @@ import torch
 from lmforge.core.config import RunConfig, load_config, reject_unused, save_config
 from lmforge.core.errors import LmforgeError
 from lmforge.model import enable_gradient_checkpointing, save_model_folder
-from lmforge.train.checkpoint import latest_checkpoint
-from lmforge.train.derived import describe, memory_estimate, print_derived
 from lmforge.train import finetune as ft
 from lmforge.train import pretrain as pt
+from lmforge.train.checkpoint import latest_checkpoint
+from lmforge.train.derived import describe, memory_estimate, print_derived
 from lmforge.train.loop import train
 
 
@@ -44,8 +44,9 @@ def make_accelerator(cfg: RunConfig, precision: Optional[str] = None):
     hf_logging.disable_progress_bar()  # one progress bar per run: ours
     set_seed(cfg.seed)
     AcceleratorState._reset_state(True)  # a second run in the same process may use another precision
-    return Accelerator(mixed_precision=precision or pick_precision(cfg.train.precision),
-                       cpu=not torch.cuda.is_available())
+    return Accelerator(
+        mixed_precision=precision or pick_precision(cfg.train.precision), cpu=not torch.cuda.is_available()
+    )
 
 
 def pretrain(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
@@ -102,16 +103,32 @@ def run(cfg: RunConfig, command: str, resume: bool = False, quiet: bool = False)
         if accelerator.is_main_process and not quiet:
             tokens = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes * plan.context
             if len(plan.stages) > 1:
-                print(f"stage {i + 1}/{len(plan.stages)}: {steps} steps on "
-                      f"{', '.join(s.path for s in stage_cfg.data.train)}")
+                print(
+                    f"stage {i + 1}/{len(plan.stages)}: {steps} steps on "
+                    f"{', '.join(s.path for s in stage_cfg.data.train)}"
+                )
             name = "derived.json" if len(plan.stages) == 1 else f"derived-stage{i + 1}.json"
             d = describe(plan.model, plan.context, tokens, steps, precision, accelerator.device, cfg.train.max_time_s)
-            d["memory"] = memory_estimate(plan.model, cfg.train.batch_size, plan.context, precision,
-                                          cfg.train.optimizer, cfg.train.gradient_checkpointing)
+            d["memory"] = memory_estimate(
+                plan.model,
+                cfg.train.batch_size,
+                plan.context,
+                precision,
+                cfg.train.optimizer,
+                cfg.train.gradient_checkpointing,
+            )
             print_derived(d, run_dir / name)
-        result = train(stage_cfg, plan.model, plan.tokenizer, data, accelerator=accelerator, reference=plan.reference,
-                       evaluators=plan.evaluators(stage_cfg, data), resume_from=last if done > offset else None,
-                       step_offset=offset)
+        result = train(
+            stage_cfg,
+            plan.model,
+            plan.tokenizer,
+            data,
+            accelerator=accelerator,
+            reference=plan.reference,
+            evaluators=plan.evaluators(stage_cfg, data),
+            resume_from=last if done > offset else None,
+            step_offset=offset,
+        )
         step = offset + result.step
         if result.interrupted:
             break

@@ -17,8 +17,13 @@ class Sampler:
     def __call__(self, model, step: int, force: bool = False) -> dict:
         if not force and step % self.cfg.every:
             return {}
-        s = GenerationSettings(max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
-                               top_k=self.cfg.top_k, top_p=self.cfg.top_p, seed=self.seed)
+        s = GenerationSettings(
+            max_new_tokens=self.cfg.max_new_tokens,
+            temperature=self.cfg.temperature,
+            top_k=self.cfg.top_k,
+            top_p=self.cfg.top_p,
+            seed=self.seed,
+        )
         prompts = [p.replace("\\n", "\n") for p in self.cfg.prompts]  # '\n' in single-quoted YAML is a newline
         with evaluating(model):
             texts = generate(model, self.tokenizer, prompts, s)

@@ -13,7 +13,8 @@ Warmup stays counted in steps.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 
@@ -28,8 +29,12 @@ def warmup_steps(tc) -> int:
 def make_scheduler(optimizer: torch.optim.Optimizer, tc, clock: Optional[Callable[[], float]] = None):
     """A ``LambdaLR`` for ``tc`` (a TrainConfig); ``clock()`` gives the run's elapsed training seconds and is
     read only when ``tc.max_time_s`` is set."""
-    from transformers import (get_constant_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup,
-                              get_linear_schedule_with_warmup, get_wsd_schedule)
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_with_min_lr_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+        get_wsd_schedule,
+    )
 
     warmup, total, floor = warmup_steps(tc), tc.max_steps, tc.min_lr_ratio
     if tc.lr_scheduler == "cosine":

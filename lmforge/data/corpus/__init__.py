@@ -16,6 +16,7 @@ def load_default_corpus() -> str:
     try:
         data = resource.read_bytes()
     except FileNotFoundError:
-        raise LmforgeError(f"{resource}: the default corpus is missing from this installation; "
-                           "reinstall lmforge") from None
+        raise LmforgeError(
+            f"{resource}: the default corpus is missing from this installation; reinstall lmforge"
+        ) from None
     return gzip.decompress(data).decode("utf-8")
