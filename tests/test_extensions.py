@@ -81,8 +81,8 @@ def test_every_command_module_has_the_one_shape():
 
     from lmforge.cli import COMMANDS, command
 
-    for name in COMMANDS:
+    for name, help_ in COMMANDS.items():
         mod = command(name)
-        assert isinstance(mod.HELP, str) and mod.HELP, name
+        assert isinstance(help_, str) and help_, name
         mod.add_arguments(argparse.ArgumentParser())
         assert callable(mod.run), name

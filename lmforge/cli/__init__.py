@@ -1,9 +1,10 @@
 """The command line: one module per command in this package, each the same shape.
 
-A command module has ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``: it parses,
-calls one stage function, prints. Only the chosen command's module is imported, so ``lmforge --help``
-answers at once. A user mistake (``LmforgeError``) prints one line and exits 2; no traceback.
-To add a command: copy ``validate.py`` to ``NAME.py`` and add NAME to ``COMMANDS``.
+A command module has ``add_arguments(parser)`` and ``run(args) -> int``: it parses, calls one stage
+function, prints; its one-line help is its entry in ``COMMANDS``. Only the chosen command's module is
+imported, so ``lmforge --help`` answers at once. A user mistake (``LmforgeError``) prints one line and
+exits 2; no traceback.
+To add a command: copy ``validate.py`` to ``NAME.py`` and add NAME and its help to ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -15,21 +16,22 @@ import sys
 
 from lmforge.core.errors import LmforgeError
 
-# The commands, in the order ``lmforge --help`` lists them; each is the module lmforge.cli.<name>.
-COMMANDS = (
-    "demo",
-    "tokenizer",
-    "pretrain",
-    "finetune",
-    "resume",
-    "validate",
-    "data",
-    "generate",
-    "eval",
-    "inspect",
-    "doctor",
-    "export",
-)
+# The commands, in the order ``lmforge --help`` lists them, with their one-line help; each is the module
+# lmforge.cli.<name>. The help lives here so that ``lmforge --help`` answers without importing any stage.
+COMMANDS = {
+    "demo": "train a tokenizer and a small poet on the embedded corpus, print poems",
+    "tokenizer": "train a BPE tokenizer (`lmforge tokenizer train`)",
+    "pretrain": "pretrain a model from scratch: CONFIG.yaml [key=value ...]",
+    "finetune": "fine-tune a pretrained model (full, LoRA, QLoRA): CONFIG.yaml [key=value ...]",
+    "resume": "continue a run from its last checkpoint",
+    "validate": "check a config and print the resolved values",
+    "data": "look at the training data as the model will: trained tokens, cuts, padding and packing",
+    "generate": "generate text from a model, prompts or a JSONL file",
+    "eval": "evaluate models on text and tasks; one comparison table",
+    "inspect": "HTML report: surprisal, logit lens, attention, attributions",
+    "doctor": "check a model, tokenizer, data and config for known pitfalls",
+    "export": "merge a LoRA adapter into its base (`lmforge export merge`)",
+}
 
 
 def command(name: str):
@@ -64,8 +66,8 @@ def _top_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmforge", description="Forge language models end to end, CPU first.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        sub.add_parser(name, help=command(name).HELP, add_help=False)
+    for name, help_ in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
     return p
 
 
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     try:
         mod = command(name)
-        parser = argparse.ArgumentParser(prog=f"lmforge {name}", description=mod.HELP)
+        parser = argparse.ArgumentParser(prog=f"lmforge {name}", description=COMMANDS[name])
         mod.add_arguments(parser)
         if any(a.dest == "overrides" for a in parser._actions):  # options may stand between the overrides
             args = parser.parse_intermixed_args(dashed_overrides(parser, argv[1:]))

@@ -10,8 +10,6 @@ from lmforge.cli.args import config_arguments
 from lmforge.core.config import load_config
 from lmforge.data.preview import preview_data, render_text, write_html
 
-HELP = "look at the training data as the model will: trained tokens, cuts, padding and packing"
-
 
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)

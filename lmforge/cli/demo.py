@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from lmforge.train.demo import demo
 
-HELP = "train a tokenizer and a small poet on the embedded corpus, print poems"
-
 
 def add_arguments(p):
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_time_s=60 out_dir=/tmp/runs")

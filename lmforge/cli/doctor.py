@@ -7,8 +7,6 @@ import json
 from lmforge.doctor import SEVERITIES, Finding
 from lmforge.doctor.inputs import diagnose
 
-HELP = "check a model, tokenizer, data and config for known pitfalls"
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("model", help="model folder, lmforge run folder (uses best/ or model/) or hub id")

@@ -13,8 +13,6 @@ import argparse
 from lmforge.evaluate.compare import EvalRequest, compare
 from lmforge.evaluate.report import to_markdown
 
-HELP = "evaluate models on text and tasks; one comparison table"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", help="model folders, lmforge runs (runs/NAME) or hub ids")

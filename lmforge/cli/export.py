@@ -6,8 +6,6 @@ import torch
 
 from lmforge.export import merge_adapter
 
-HELP = "merge a LoRA adapter into its base (`lmforge export merge`)"
-
 DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

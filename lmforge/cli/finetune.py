@@ -5,7 +5,6 @@ from __future__ import annotations
 from lmforge.cli.args import run_arguments, run_training
 from lmforge.train.run import finetune
 
-HELP = "fine-tune a pretrained model (full, LoRA, QLoRA): CONFIG.yaml [key=value ...]"
 add_arguments = run_arguments
 
 

@@ -13,8 +13,6 @@ from lmforge.generate import GenerationSettings, generate
 from lmforge.generate.prompting import chat, run_format, wrap
 from lmforge.model import load_model_and_tokenizer
 
-HELP = "generate text from a model, prompts or a JSONL file"
-
 
 def add_arguments(p):
     p.add_argument("model", help="a model folder, an lmforge run (runs/NAME), or a hub id")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from lmforge.inspect.report import inspect_text
 
-HELP = "HTML report: surprisal, logit lens, attention, attributions"
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("model", help="model folder, lmforge run folder (uses best/ or model/), LoRA adapter or hub id")

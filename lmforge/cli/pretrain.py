@@ -5,7 +5,6 @@ from __future__ import annotations
 from lmforge.cli.args import run_arguments, run_training
 from lmforge.train.run import pretrain
 
-HELP = "pretrain a model from scratch: CONFIG.yaml [key=value ...]"
 add_arguments = run_arguments
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from lmforge.train.run import resume
 
-HELP = "continue a run from its last checkpoint"
-
 
 def add_arguments(p) -> None:
     p.add_argument("run", help="a run folder, e.g. runs/poet")

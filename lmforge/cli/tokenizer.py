@@ -7,8 +7,6 @@ from lmforge.core.errors import LmforgeError
 from lmforge.data.text import source_texts
 from lmforge.model.tokenizer import chars_per_token, train_tokenizer
 
-HELP = "train a BPE tokenizer (`lmforge tokenizer train`)"
-
 
 def add_arguments(p):
     sub = p.add_subparsers(dest="action", required=True)

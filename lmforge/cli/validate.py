@@ -10,8 +10,6 @@ import yaml
 from lmforge.cli.args import config_arguments
 from lmforge.core.config import load_config, reject_unused
 
-HELP = "check a config and print the resolved values"
-
 
 def add_arguments(p) -> None:
     config_arguments(p)
