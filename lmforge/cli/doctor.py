@@ -23,6 +23,7 @@ def add_arguments(parser) -> None:
         help="how strict the PAD checks are (default: doctor)",
     )
     parser.add_argument("--json", action="store_true", help="print the findings as JSON lines")
+    parser.add_argument("--device", default="auto", help="auto (CUDA where present), cpu, cuda, cuda:1, mps")
     parser.add_argument("--trust-remote-code", action="store_true")
 
 
@@ -35,6 +36,7 @@ def run(args) -> int:
         append_eos=not args.no_append_eos,
         purpose=args.purpose,
         trust_remote_code=args.trust_remote_code,
+        device=args.device,
     )
     _report(findings, args.json)
     return 1 if any(f.severity == "error" for f in findings) else 0

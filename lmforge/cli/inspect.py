@@ -18,6 +18,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--no-bos", action="store_true", help="do not put BOS before the text")
     parser.add_argument("--max-tokens", type=int, default=256, help="refuse longer texts (the views grow as T^2)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA where present), cpu, cuda, cuda:1, mps")
     parser.add_argument("--trust-remote-code", action="store_true")
 
 
@@ -31,6 +32,7 @@ def run(args) -> int:
         add_bos=not args.no_bos,
         max_tokens=args.max_tokens,
         trust_remote_code=args.trust_remote_code,
+        device=args.device,
     )
     print(f"mean surprisal {float(insp.surprisal.mean()):.3f} nats/token over {len(insp.ids) - 1} predictions")
     print(f"wrote {report} (and {', '.join(p.name for p in sorted(report.parent.glob('*.png')))})")

@@ -72,9 +72,12 @@ def diagnose(
     append_eos: bool = True,
     purpose: str = "doctor",
     trust_remote_code: bool = False,
+    device: str = "auto",
 ) -> list[Finding]:
     """Loads the model (or a tokenizer-only folder) and whatever else is named; every check's findings."""
-    model, tokenizer = load_model_and_tokenizer(name, trust_remote_code=trust_remote_code, tokenizer_only_ok=True)
+    model, tokenizer = load_model_and_tokenizer(
+        name, trust_remote_code=trust_remote_code, tokenizer_only_ok=True, device=device
+    )
     kw: dict = {"generation": model_generation(model) if model is not None else {}}
     if config:
         settings = settings_from_config(config)

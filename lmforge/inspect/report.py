@@ -28,9 +28,10 @@ def inspect_text(
     add_bos: bool = True,
     max_tokens: int = 256,
     trust_remote_code: bool = False,
+    device: str = "auto",
 ) -> tuple[Path, Inspection]:
     """Loads the model, checks the text fits, computes every view and writes the report; returns its path."""
-    model, tokenizer = load_model_and_tokenizer(model_name, trust_remote_code=trust_remote_code)
+    model, tokenizer = load_model_and_tokenizer(model_name, trust_remote_code=trust_remote_code, device=device)
     ids = encode(tokenizer, text, add_bos=add_bos)
     if ids.numel() < 2:
         raise LmforgeError("--text: need at least 2 tokens (BOS included) to show a prediction")
