@@ -21,6 +21,7 @@ SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p":
 # First match wins; chat rows get their EOS from the chat template.
 ROW_KINDS = [
     ("chat", ("messages",), None),
+    ("chat", ("conversations",), None),  # ShareGPT
     ("alpaca", ("instruction", "output"), "output"),
     ("prompt_completion", ("prompt", "completion"), "completion"),
     ("input_output", ("input", "output"), "output"),
@@ -119,7 +120,8 @@ def completion_of(row: dict) -> Optional[str]:
 def full_text(row: dict) -> str:
     """Every string of the row joined: an upper bound of what a training example holds."""
     if row_kind(row) == "chat":
-        return "\n".join(str(m.get("content", "")) for m in row["messages"] if isinstance(m, dict))
+        turns = row.get("messages") or row.get("conversations") or []
+        return "\n".join(str(m.get("content", m.get("value", ""))) for m in turns if isinstance(m, dict))
     return "\n".join(v for v in row.values() if isinstance(v, str))
 
 
@@ -315,15 +317,16 @@ def check_chat_template(s: Setup) -> list[Finding]:
     if tok is None or getattr(tok, "chat_template", None):
         return []
     chat = [i for i, r in enumerate(s.rows or []) if row_kind(r) == "chat"]
-    if not chat and s.data_format != "chat":
+    if not chat and s.data_format not in ("chat", "sharegpt"):
         return []
-    where = s.row_at(chat[0]) if chat else "data.format=chat"
+    where = s.row_at(chat[0]) if chat else f"data.format={s.data_format}"
     return [
         Finding(
             "chat_template",
             "error",
             f"{where}: chat-formatted data but the tokenizer has no chat template",
-            "set tokenizer.chat_template (a Jinja template) and save it, or use data.format=template",
+            "set data.chat_template (chatml, llama3, zephyr, alpaca) or the tokenizer's own chat_template, "
+            "or use data.format=template",
         )
     ]
 
