@@ -8,16 +8,14 @@ chat data as fine-tuning does (``ensure_pad``, ``chat.prepare_tokenizer``) and c
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
-
 from lmforge.core.config import RunConfig
 from lmforge.core.errors import LmforgeError
+from lmforge.core.pages import environment
 from lmforge.data.batches import ExampleBatches, Layout
 from lmforge.data.chat import prepare_tokenizer, template_choice, uses_chat
 from lmforge.data.examples import load_examples, source_examples, special_ids
@@ -241,15 +239,8 @@ def summary(p: Preview) -> list[str]:
     ]
 
 
-@functools.cache
-def _environment() -> Environment:
-    # autoescape: every piece of the data is escaped by Jinja, never by hand
-    return Environment(
-        loader=PackageLoader("lmforge.data", "templates"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-    )
+def _environment():
+    return environment("lmforge.data")
 
 
 def render_html(p: Preview) -> str:

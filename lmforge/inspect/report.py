@@ -4,14 +4,12 @@ alternatives on hover, logit lens, attention maps, attribution (``lmforge inspec
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import math
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
-
 from lmforge.core.errors import LmforgeError
+from lmforge.core.pages import environment
 from lmforge.doctor import check, raise_on_errors
 from lmforge.inspect.figures import MAX_HEADS_SHOWN, MAX_LAYERS_SHOWN, all_pngs, colour, legend, shown, visible
 from lmforge.inspect.views import Inspection, bits, encode, inspect_ids
@@ -133,15 +131,8 @@ def attribution(insp: Inspection) -> list[dict]:
 # ---- the report -----------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _environment() -> Environment:
-    # autoescape: every token, decoded alternative and the model name is escaped by Jinja, never by hand
-    return Environment(
-        loader=PackageLoader("lmforge.inspect", "templates"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-    )
+def _environment():
+    return environment("lmforge.inspect")
 
 
 def render_page(**context) -> str:
