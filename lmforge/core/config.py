@@ -311,36 +311,29 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return out
 
 
-# Names other tools use for our keys: suggested first, since string similarity misses them.
+# Model-shape and step names (nanoGPT, HF configs) suggested first, since string similarity misses them; the
+# fine-tuning tools' key names are read (not just suggested) by lmforge/core/habits.py.
 ALIASES = {
-    "learning_rate": "lr",
-    "gradient_accumulation_steps": "grad_accum",
-    "per_device_train_batch_size": "batch_size",
-    "micro_batch_size": "batch_size",
-    "max_seq_length": "context",
     "block_size": "context",
     "seq_len": "context",
     "n_layer": "num_layers",
     "num_hidden_layers": "num_layers",
     "n_head": "num_heads",
     "n_embd": "hidden_size",
-    "lora_r": "r",
-    "lora_alpha": "alpha",
-    "lora_dropout": "dropout",
     "use_rslora": "rslora",
-    "max_grad_norm": "grad_clip",
     "warmup": "warmup_steps",
     "steps": "max_steps",
     "num_steps": "max_steps",
-    "bf16": "precision",
-    "output_dir": "out_dir",
 }
+# ... and the renames habits.py reads, so a misspelling of one ("learnig_rate") finds it too.
+SUGGESTIONS = {**ALIASES, **{k: v.rsplit(".", 1)[-1] for k, v in habits.ANCHOR_KEYS.items() if isinstance(v, str)}}
 
 
 def _suggest(loc: str, known: list[str]) -> list[str]:
     parent = loc.rsplit(".", 1)[0] + "." if "." in loc else ""
     last = loc.rsplit(".", 1)[-1]
-    alias = ALIASES.get(last) or next(iter(ALIASES[a] for a in difflib.get_close_matches(last, ALIASES, 1, 0.85)), None)
+    near = difflib.get_close_matches(last, SUGGESTIONS, 1, 0.85)
+    alias = SUGGESTIONS.get(last) or (SUGGESTIONS[near[0]] if near else None)
     if alias:
         cands = [k for k in known if k.endswith("." + alias) or k == alias]
         same = [k for k in cands if k.startswith(parent)]
