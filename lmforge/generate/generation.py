@@ -83,15 +83,12 @@ def generate(model, tokenizer, prompts: list[str], settings: Optional[Generation
     positions run out (``_room``). Prompts batch with others of the same budget, so a long prompt in the
     batch never cuts a short one's answer; when no prompt is that long, batches keep the given order.
     """
-    from transformers import LogitsProcessorList
-
     settings = settings or GenerationSettings()
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
-    device = next(model.parameters()).device
     model.eval()
-    kw = _hf_kwargs(settings, tokenizer)
-    ids = _prompt_ids(tokenizer, prompts)
+    _hf_kwargs(settings, tokenizer)  # bad settings fail before any work
+    ids = prompt_ids(tokenizer, prompts)
     limit = getattr(model.config, "max_position_embeddings", None)
     budgets = [_room(limit, len(x), settings.max_new_tokens) for x in ids]
     out: list[str] = [""] * len(prompts)
@@ -99,12 +96,34 @@ def generate(model, tokenizer, prompts: list[str], settings: Optional[Generation
         rows = [i for i, b in enumerate(budgets) if b == budget]
         for start in range(0, len(rows), settings.batch_size):
             chunk = rows[start : start + settings.batch_size]
-            enc = _pad(tokenizer, [ids[i] for i in chunk], device)
-            procs = _processors(settings, tokenizer, budget, model.config.vocab_size)  # fresh state per batch
-            gen = model.generate(**enc, **{**kw, "max_new_tokens": budget}, logits_processor=LogitsProcessorList(procs))
-            for i, row in zip(chunk, gen[:, enc["input_ids"].shape[1] :]):
+            gen = generate_ids(model, tokenizer, [ids[i] for i in chunk], settings, budget)
+            for i, row in zip(chunk, gen):
                 out[i] = _cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), settings.stop)
     return out
+
+
+@torch.no_grad()
+def generate_ids(
+    model, tokenizer, ids: list[list[int]], settings: GenerationSettings, budget: int, observers=(), stopping=()
+) -> torch.Tensor:
+    """New tokens (rows, ``budget`` or fewer columns) for one batch of prompt ids, all under ``settings``.
+
+    The step hooks, for callers that stream (``lmforge serve``): ``observers`` are ``LogitsProcessor``s that
+    run first, so they see the model's raw logits; ``stopping`` are ``StoppingCriteria`` that may end single
+    rows after each step. No seeding here: ``generate`` seeds once per call.
+    """
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    enc = _pad(tokenizer, ids, next(model.parameters()).device)
+    procs = [*observers, *_processors(settings, tokenizer, budget, model.config.vocab_size)]  # fresh state per batch
+    kw = {**_hf_kwargs(settings, tokenizer), "max_new_tokens": budget}
+    gen = model.generate(
+        **enc,
+        **kw,
+        logits_processor=LogitsProcessorList(procs),
+        stopping_criteria=StoppingCriteriaList(stopping),
+    )
+    return gen[:, enc["input_ids"].shape[1] :]
 
 
 def _room(limit: Optional[int], prompt_len: int, wanted: int) -> int:
@@ -116,7 +135,7 @@ def _room(limit: Optional[int], prompt_len: int, wanted: int) -> int:
     return limit - prompt_len
 
 
-def _prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
+def prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     """Each prompt's ids, starting with BOS (or EOS for an empty prompt without BOS), as training saw them."""
     enc = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
