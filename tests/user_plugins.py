@@ -7,3 +7,8 @@ def shouting_ratio(prediction: str, reference: str, **ctx) -> float:
 
 
 shouting_ratio.higher_is_better = False
+
+
+def length_reward(prompts, completions, **kwargs):
+    """A reward written for TRL (``reward_funcs=[length_reward]``): it runs unchanged as an lmforge reward."""
+    return [float(len(c)) for c in completions]

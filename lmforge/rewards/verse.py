@@ -1,0 +1,104 @@
+"""Verse measures and rewards: rhyme as a rhyme scheme asks it, and metre.
+
+A poem is cut into stanzas at blank lines, each stanza into quatrains (groups of four lines). A scheme
+names the line pairs that should rhyme in a quatrain: AABB (1-2, 3-4), ABAB (1-3, 2-4), ABBA (1-4, 2-3);
+``any`` asks each line to rhyme with some other line of its quatrain. The rhyme rate of a text is the
+share of those pairs (lines, for ``any``) that rhyme.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmforge.core.errors import LmforgeError
+from lmforge.core.registry import REWARDS
+from lmforge.rewards.phonetics import last_word, rhymes, syllables
+
+SCHEMES = {"AABB": ((0, 1), (2, 3)), "ABAB": ((0, 2), (1, 3)), "ABBA": ((0, 3), (1, 2))}
+
+
+def quatrains(text: str) -> list[list[str]]:
+    """Groups of up to four consecutive non-blank lines, never across a blank line."""
+    out: list[list[str]] = []
+    for stanza in text.replace("\r\n", "\n").split("\n\n"):
+        lines = [ln.strip() for ln in stanza.split("\n") if ln.strip()]
+        out += [lines[i : i + 4] for i in range(0, len(lines), 4)]
+    return out
+
+
+def scheme_pairs(n_lines: int, scheme: str) -> list[tuple[int, int]]:
+    """The pairs a scheme asks to rhyme among the first ``n_lines`` lines of a quatrain."""
+    key = scheme.upper()
+    if key == "ANY":
+        return [(i, j) for i in range(n_lines) for j in range(i + 1, n_lines)]
+    if key not in SCHEMES:
+        raise LmforgeError(f"unknown rhyme scheme {scheme!r}; use AABB, ABAB, ABBA or any")
+    return [(i, j) for i, j in SCHEMES[key] if j < n_lines]
+
+
+def rhyme_counts(text: str, lang: str, scheme: str = "AABB") -> tuple[int, int]:
+    """(rhyming, asked): pairs the scheme asks for that rhyme, and pairs it asks for; for ``any``, lines that
+    rhyme with another line of their quatrain, and lines in quatrains of at least two lines."""
+    hit = asked = 0
+    for q in quatrains(text):
+        ends = [last_word(line) for line in q]
+        if scheme.upper() == "ANY":
+            if len(ends) < 2:
+                continue
+            asked += len(ends)
+            n = len(ends)
+            hit += sum(any(rhymes(ends[i], ends[j], lang) for j in range(n) if j != i) for i in range(n))
+            continue
+        for i, j in scheme_pairs(len(ends), scheme):
+            asked += 1
+            hit += rhymes(ends[i], ends[j], lang)
+    return hit, asked
+
+
+def rhyme_rate(texts: list[str], lang: str, scheme: str = "AABB") -> float:
+    """Pooled over texts: rhyming pairs / asked pairs (0 when nothing is asked)."""
+    hit = asked = 0
+    for t in texts:
+        h, a = rhyme_counts(t, lang, scheme)
+        hit, asked = hit + h, asked + a
+    return hit / asked if asked else 0.0
+
+
+def _rhyme(completions: list, lang: str, scheme: str) -> list[float]:
+    out = []
+    for c in completions:
+        hit, asked = rhyme_counts(_text(c), lang, scheme)
+        out.append(hit / asked if asked else 0.0)
+    return out
+
+
+def _text(completion: Any) -> str:
+    """A completion as TRL passes it: plain text, or a conversation (its last message's content)."""
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        return str(completion[-1].get("content", ""))
+    return str(completion)
+
+
+@REWARDS.register("rhyme_fr")
+def rhyme_fr(prompts: list, completions: list, scheme: str = "AABB", **columns: Any) -> list[float]:
+    """Share of the pairs the scheme asks for whose French line ends rhyme (espeak-ng pronunciations)."""
+    return _rhyme(completions, "fr", scheme)
+
+
+@REWARDS.register("rhyme_en")
+def rhyme_en(prompts: list, completions: list, scheme: str = "AABB", **columns: Any) -> list[float]:
+    """Share of the pairs the scheme asks for whose English line ends rhyme (CMUdict, espeak-ng fallback)."""
+    return _rhyme(completions, "en", scheme)
+
+
+@REWARDS.register("syllables")
+def syllables_reward(
+    prompts: list, completions: list, target: int = 12, lang: str = "fr", tolerance: int = 0, **columns: Any
+) -> list[float]:
+    """Share of a completion's lines with ``target`` syllables (within ``tolerance``): 12 for the alexandrine."""
+    out = []
+    for c in completions:
+        lines = [ln for ln in _text(c).split("\n") if ln.strip()]
+        ok = sum(abs(syllables(ln, lang) - target) <= tolerance for ln in lines)
+        out.append(ok / len(lines) if lines else 0.0)
+    return out
