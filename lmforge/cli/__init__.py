@@ -24,6 +24,7 @@ COMMANDS = {
     "pretrain": "pretrain a model from scratch: CONFIG.yaml [key=value ...]",
     "finetune": "fine-tune a pretrained model (full, LoRA, QLoRA): CONFIG.yaml [key=value ...]",
     "resume": "continue a run from its last checkpoint",
+    "sweep": "search settings with Optuna (trials are runs; resumable, shareable): SWEEP.yaml [--report]",
     "validate": "check a config and print the resolved values",
     "data": "look at the training data as the model will: trained tokens, cuts, padding and packing",
     "generate": "generate text from a model, prompts or a JSONL file",

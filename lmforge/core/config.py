@@ -346,6 +346,12 @@ def _suggest(loc: str, known: list[str]) -> list[str]:
     return hint
 
 
+def suggest_key(dotted: str) -> Optional[str]:
+    """The config key nearest to ``dotted`` (a misspelling, another tool's name for it), or None."""
+    hint = _suggest(dotted, _known_keys(RunConfig))
+    return hint[0] if hint else None
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     e = err.errors()[0]
     loc = ".".join(str(x) for x in e["loc"])

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 
 import lmforge.losses.objectives  # noqa: F401  (registers the built-in objectives)
+import lmforge.losses.rl_objectives  # noqa: F401  (and the reward-driven ones)
 from lmforge.core.config import RunConfig, TrainConfig
 from lmforge.core.errors import LmforgeError
 from lmforge.core.registry import OBJECTIVES
@@ -30,6 +31,9 @@ from lmforge.train.schedule import make_scheduler
 
 # An evaluator adds metrics in the evaluation block: (model, step) -> {"name": value}.
 Evaluator = Callable[[torch.nn.Module, int], dict]
+# Told each evaluation's metrics once they are logged: (step, metrics); whatever it raises (a sweep's pruned
+# trial) ends training there and reaches the caller. Single-process runs: the others would wait for this one.
+EvalHook = Callable[[int, dict], None]
 
 
 @dataclass
@@ -79,6 +83,7 @@ def train(
     resume_from: Optional[Path] = None,
     step_offset: int = 0,
     logger: Optional[RunLogger] = None,
+    on_eval: Optional[EvalHook] = None,
 ) -> TrainResult:
     """Trains ``model`` on ``data`` for ``cfg.train.max_steps`` optimizer steps; saves into ``cfg.run_dir``.
 
@@ -165,6 +170,8 @@ def train(
             # real tokens only: padding is not throughput
             tokens = sum(_real_tokens(mb) for mb in micro_batches) * world
             logger.step(step + step_offset, step_loss, lr, tokens, None if grad_norm is None else float(grad_norm))
+            if hasattr(data, "step_metrics"):  # rollouts: the reward and each of its components, lengths
+                logger.scalars(step + step_offset, "rollout", data.step_metrics())
 
             # ---- evaluation, samples, best checkpoint (also when the time budget ends the run)
             out_of_time = bool(tc.max_time_s) and elapsed() > tc.max_time_s
@@ -181,6 +188,8 @@ def train(
                     state["best"], state["best_step"] = value, step + step_offset
                     ckpt.save_best(accelerator.unwrap_model(model), tokenizer, run_dir, step + step_offset)
                     result.best_metric = value
+                if on_eval is not None and accelerator.is_main_process:
+                    on_eval(step + step_offset, metrics)
             if step % tc.save_every == 0 or step == tc.max_steps:
                 save(step)
             if out_of_time:

@@ -22,7 +22,7 @@ from lmforge.train import finetune as ft
 from lmforge.train import pretrain as pt
 from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.derived import describe, memory_estimate, print_derived
-from lmforge.train.loop import train
+from lmforge.train.loop import EvalHook, train
 
 
 def pick_precision(precision: str) -> str:
@@ -49,18 +49,18 @@ def make_accelerator(cfg: RunConfig, precision: Optional[str] = None):
     )
 
 
-def pretrain(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
+def pretrain(cfg: RunConfig, resume: bool = False, quiet: bool = False, on_eval: Optional[EvalHook] = None) -> Path:
     """Trains a tokenizer (unless given) and a model from scratch; returns the run folder."""
     if cfg.model.base:
         raise LmforgeError("model.base is set: starting from a pretrained model is `lmforge finetune`")
-    return run(cfg, "pretrain", resume=resume, quiet=quiet)
+    return run(cfg, "pretrain", resume=resume, quiet=quiet, on_eval=on_eval)
 
 
-def finetune(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
+def finetune(cfg: RunConfig, resume: bool = False, quiet: bool = False, on_eval: Optional[EvalHook] = None) -> Path:
     """Fine-tunes ``model.base`` on ``data`` then on each of ``stages``; returns the run folder."""
     if not cfg.model.base:
         raise LmforgeError("model.base: set the model to fine-tune (hub id, folder or lmforge run)")
-    return run(cfg, "finetune", resume=resume, quiet=quiet)
+    return run(cfg, "finetune", resume=resume, quiet=quiet, on_eval=on_eval)
 
 
 def resume(run_dir: str | Path, overrides: list[str] = ()) -> Path:
@@ -72,8 +72,11 @@ def resume(run_dir: str | Path, overrides: list[str] = ()) -> Path:
     return run(cfg, "finetune" if cfg.model.base else "pretrain", resume=True)
 
 
-def run(cfg: RunConfig, command: str, resume: bool = False, quiet: bool = False) -> Path:
-    """Plans the run, then trains each stage through the one loop, then saves ``model/``."""
+def run(
+    cfg: RunConfig, command: str, resume: bool = False, quiet: bool = False, on_eval: Optional[EvalHook] = None
+) -> Path:
+    """Plans the run, then trains each stage through the one loop, then saves ``model/``; ``on_eval`` is told
+    each evaluation (``loop.EvalHook``)."""
     reject_unused(cfg, command)
     precision = pick_precision(cfg.train.precision)
     accelerator = make_accelerator(cfg, precision)
@@ -128,6 +131,7 @@ def run(cfg: RunConfig, command: str, resume: bool = False, quiet: bool = False)
             evaluators=plan.evaluators(stage_cfg, data),
             resume_from=last if done > offset else None,
             step_offset=offset,
+            on_eval=on_eval,
         )
         step = offset + result.step
         if result.interrupted:

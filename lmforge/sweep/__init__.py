@@ -1,0 +1,1 @@
+"""Sweeps: an Optuna study over dotted config keys whose trials are ordinary runs (``lmforge sweep``)."""

@@ -1,0 +1,188 @@
+"""lmforge sweep: the space maps onto config keys, pruning stops a trial, a killed sweep resumes, processes share
+one study. Tiny models, a few steps per trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+import sqlalchemy  # noqa: E402  (installed with optuna)
+
+from lmforge.core.errors import LmforgeError  # noqa: E402
+from lmforge.sweep.spec import load_sweep  # noqa: E402
+from lmforge.sweep.study import open_study, run_sweep, sample, sweep_dir, trial_config  # noqa: E402
+from tests.conftest import VERSE  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _base(tmp_path: Path, steps: int = 20) -> Path:
+    corpus = tmp_path / "verse.txt"
+    corpus.write_text(VERSE * 40, encoding="utf-8")
+    cfg = tmp_path / "base.yaml"
+    cfg.write_text(
+        f"name: base\nout_dir: {tmp_path / 'runs'}\nlog_dir: {tmp_path / 'logs'}\n"
+        f"data: {{train: {corpus}}}\ntokenizer: {{vocab_size: 128}}\nmodel: {{preset: tiny, context: 64}}\n"
+        f"train: {{batch_size: 8, lr: 3.0e-3, warmup_steps: 2, max_steps: {steps}, eval_every: 5, eval_batches: 2,\n"
+        "        log_every: 5, precision: fp32, report_to: none, save_every: 5}\n"
+        "sample: {max_new_tokens: 4, every: 1000}\n",
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def _sweep(tmp_path: Path, body: str, name: str = "s", steps: int = 20) -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(f"name: {name}\nconfig: {_base(tmp_path, steps)}\n" + body, encoding="utf-8")
+    return p
+
+
+def _lmforge(*args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lmforge.cli", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
+
+
+def test_space_maps_onto_config_keys(tmp_path):
+    path = _sweep(
+        tmp_path,
+        "metric: val_loss\nbudget: {n_trials: 3}\nset: {lora.r: 8}\n"
+        "space:\n"
+        "  train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+        "  train.batch_size: {low: 4, high: 16, step: 4}\n"
+        "  train.objective_args.alpha: {choices: [0.5, 1.0]}\n"
+        "  tokenizer.vocab_size: {choices: [96, 128], when: {train.batch_size: [4, 8]}}\n",
+    )
+    sweep, tree, base = load_sweep(path)
+    assert sweep.direction == "minimize"  # val_loss declares lower is better
+    fixed = {"train.lr": 2e-3, "train.batch_size": 12, "train.objective_args.alpha": 0.5}
+    values = sample(optuna.trial.FixedTrial(fixed), sweep, base)
+    assert values == fixed  # batch_size 12: the conditional vocab_size is not sampled
+    cfg = trial_config(sweep, tree, base, values, 7)
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.objective_args) == (2e-3, 12, {"alpha": 0.5})
+    assert cfg.run_dir == tmp_path / "runs" / "s" / "trial-7" and cfg.lora.r == 8
+    assert cfg.train.best_metric == "val_loss" and cfg.train.best_mode == "min"
+    fixed |= {"train.batch_size": 8, "tokenizer.vocab_size": 96}
+    values = sample(optuna.trial.FixedTrial(fixed), sweep, base)
+    assert values["tokenizer.vocab_size"] == 96 and isinstance(values["train.batch_size"], int)
+
+
+@pytest.mark.parametrize(
+    "space,expected",
+    [
+        ("train.lrr: {low: 1.0e-4, high: 1.0e-2}", "'train.lrr' is not a config key; did you mean 'train.lr'?"),
+        ("lora.rank: {choices: [4, 8]}", "did you mean 'lora.r'?"),
+        ("train.lr: {low: 0, high: 1.0e-2}", "train.lr=0.0: config key 'train.lr'"),
+        ("train.lr: {low: 1.0e-2, high: 1.0e-3}", "must be below high"),
+        ("train.lr: {low: 1.0e-4, high: 1.0e-2, when: {lora.methd: lora}}", "did you mean 'lora.method'?"),
+    ],
+)
+def test_bad_space_is_one_line_before_any_trial(tmp_path, space, expected):
+    path = _sweep(tmp_path, f"metric: val_loss\nbudget: {{n_trials: 2}}\nspace:\n  {space}\n")
+    with pytest.raises(LmforgeError) as e:
+        load_sweep(path)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+    r = subprocess.run(
+        [sys.executable, "-m", "lmforge.cli", "sweep", str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr and expected in r.stderr
+    assert not (tmp_path / "runs").exists()  # no study, no trial folder
+
+
+def test_pruned_trial_stops_early_and_is_marked_pruned(tmp_path, one_thread):
+    path = _sweep(
+        tmp_path,
+        "metric: val_loss\nbudget: {n_trials: 2}\npruner: {type: median, startup_trials: 1}\n"
+        "space:\n  train.lr: {low: 1.0e-8, high: 1.0e-2, log: true}\n",
+    )
+    sweep, _, base = load_sweep(path)
+    folder = sweep_dir(sweep, base)
+    study = open_study(sweep, folder)
+    study.enqueue_trial({"train.lr": 3e-3})  # learns: its val_loss at step 5 sets the median
+    study.enqueue_trial({"train.lr": 1e-8})  # learns nothing: worse than the median at the first evaluation
+    run_sweep(path, say=lambda s: None)
+    t0, t1 = optuna.load_study(study_name="s", storage=f"sqlite:///{folder / 'study.db'}").trials
+    assert t0.state == optuna.trial.TrialState.COMPLETE and max(t0.intermediate_values) == 20
+    assert t1.state == optuna.trial.TrialState.PRUNED and list(t1.intermediate_values) == [5]
+    rows = [json.loads(x) for x in (folder / "trial-1" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r.get("step", 0) for r in rows) == 5  # training stopped at the pruned evaluation
+    assert not (folder / "trial-1" / "model").exists() and (folder / "trial-0" / "model").is_dir()
+    assert os.readlink(folder / "best") == "trial-0/best" and (folder / "best" / "config.json").is_file()
+
+
+def _states(db: Path, name: str = "s") -> list:
+    if not db.is_file():
+        return []
+    try:  # a reader only: the sweep's process creates the tables
+        storage = optuna.storages.RDBStorage(f"sqlite:///{db}", skip_table_creation=True)
+        return optuna.load_study(study_name=name, storage=storage).trials
+    except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # the study or its tables are not there yet
+        return []
+
+
+@pytest.mark.slow
+def test_sigkill_mid_trial_then_rerun_finishes_the_budget(tmp_path):
+    path = _sweep(
+        tmp_path,
+        "metric: val_loss\nbudget: {n_trials: 3}\nsampler: random\nseed: 0\npruner: none\n"
+        "space:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n",
+        steps=40,
+    )
+    db = tmp_path / "runs" / "s" / "study.db"
+    proc = _lmforge("sweep", path)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once trial 1 has evaluated at least once
+        trials = _states(db)
+        if len(trials) > 1 and trials[0].state.is_finished() and trials[1].intermediate_values:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = _states(db)
+    assert killed[1].state == optuna.trial.TrialState.RUNNING
+    first_done = (tmp_path / "runs" / "s" / "trial-0" / "metrics.jsonl").read_text()
+
+    r = _lmforge("sweep", path)
+    out, _ = r.communicate(timeout=600)
+    assert r.returncode == 0, out
+    assert "trials 1 died with their process; queued again" in out
+    trials = _states(db)
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3 and trials[1].state == optuna.trial.TrialState.FAIL
+    assert [t.number for t in done] == [0, 2, 3]  # trial 0 not repeated; 2 retries the killed trial's settings
+    assert trials[2].params == killed[1].params and trials[2].system_attrs["failed_trial"] == 1
+    assert (tmp_path / "runs" / "s" / "trial-0" / "metrics.jsonl").read_text() == first_done
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study_and_run_distinct_trials(tmp_path):
+    lrs = [1e-3, 2e-3, 4e-3, 8e-3]
+    path = _sweep(
+        tmp_path,
+        f"metric: val_loss\nbudget: {{n_trials: 4}}\nsampler: grid\npruner: none\n"
+        f"space:\n  train.lr: {{choices: {lrs}}}\n",
+        steps=40,
+    )
+    procs = [_lmforge("sweep", path) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    trials = _states(tmp_path / "runs" / "s" / "study.db")
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert sorted(t.params["train.lr"] for t in trials) == lrs  # each setting once: no trial run twice
+    assert len({t.user_attrs["pid"] for t in trials}) == 2  # both processes took trials
+    assert sorted(p.name for p in (tmp_path / "runs" / "s").glob("trial-*")) == [f"trial-{i}" for i in range(4)]
