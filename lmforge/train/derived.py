@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -57,34 +58,57 @@ def describe(
 OPTIMIZER_BYTES = {"adamw": 8, "adamw_8bit": 2, "paged_adamw_8bit": 2, "sgd": 0}
 
 
-def memory_estimate(model, micro_batch: int, context: int, precision: str, optimizer: str, checkpointing: bool) -> dict:
-    """Training memory in bytes, before the run: weights, gradients, optimizer state, activations, total.
+# Bytes saved for backward per token by one Llama decoder layer, fitted to torch's saved-tensor hooks over
+# five shapes (transformers 5, sdpa): under bf16 autocast the norms and the residual stream stay fp32, so
+# hidden-sized values cost more than half of fp32's. Eager attention adds its score matrices per head and
+# key. A checkpointed layer keeps its fp32 input and the rotary tables. The loss keeps fp32 log-probs.
+SAVED_PER_TOKEN = {"bf16": (36.5, 7.5, 6.0), "fp32": (42.9, 15.5, 4.0)}  # x hidden, x intermediate, x heads*ctx
+CHECKPOINTED_PER_TOKEN = 6.5  # x hidden per layer
+# Peak memory grows by more than what is saved: backward's gradients of the activations and the allocator's
+# reuse pattern. Measured peak RSS over saved bytes on CPU: 1.8-3.4 over six shapes (benchmarks/memory.py).
+TRANSIENT = 2.3
 
-    Activations of one micro-batch (tokens = micro_batch x context) in the compute dtype, per decoder layer:
-    the saved inputs of its matmuls and norms, about 6 x hidden + 4 x intermediate values per token, plus
-    the eager attention's score and probability matrices (2 x heads x context per token). With
-    checkpointing only each layer's input (hidden per token) is kept, plus one layer recomputed in full.
-    The head's logits are kept in fp32 for the loss, with their gradient: 8 bytes x vocab per token.
+
+def process_memory(device) -> int:
+    """Bytes the process holds now on the training device: CUDA's allocated memory, or the resident set."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.memory_allocated(device)
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def memory_estimate(
+    model, micro_batch: int, context: int, precision: str, optimizer: str, checkpointing: bool, in_use: int = 0
+) -> dict:
+    """Training memory in bytes, before the run: runtime, weights, gradients, optimizer state, activations, total.
+
+    ``in_use`` is what the process already holds (libraries, data, the loaded weights); the part beyond the
+    weights is reported as runtime. Activations are the bytes saved for backward by one micro-batch (tokens =
+    micro_batch x context), from the per-layer coefficients above, times the measured transient factor.
     """
     cfg = getattr(model, "config", None)
     params = list(model.parameters())
     trainable = sum(p.numel() for p in params if p.requires_grad)
     weights = sum(p.numel() * p.element_size() for p in params)
-    act_bytes = 2 if precision in ("bf16", "fp16") else 4
     tokens = micro_batch * context
     h = getattr(cfg, "hidden_size", 0)
     layers = getattr(cfg, "num_hidden_layers", 0)
     ffn = getattr(cfg, "intermediate_size", 4 * h)
     heads = getattr(cfg, "num_attention_heads", 1)
     eager = getattr(cfg, "_attn_implementation", None) == "eager"
-    per_layer = tokens * (6 * h + 4 * ffn + (2 * heads * context if eager else 0)) * act_bytes
-    kept = layers * tokens * h * act_bytes + per_layer if checkpointing else layers * per_layer
-    logits = tokens * getattr(cfg, "vocab_size", 0) * 8
+    per_h, per_f, per_score = SAVED_PER_TOKEN["bf16" if precision in ("bf16", "fp16") else "fp32"]
+    layer = per_h * h + per_f * ffn + (per_score * heads * context if eager else 0)
+    kept = layers * CHECKPOINTED_PER_TOKEN * h + layer if checkpointing else layers * layer
+    logits = 4 * getattr(cfg, "vocab_size", 0)
     out = {
+        "runtime": max(in_use - weights, 0),
         "weights": weights,
         "gradients": trainable * 4,
         "optimizer": trainable * OPTIMIZER_BYTES[optimizer],
-        "activations": kept + logits,
+        "activations": int(TRANSIENT * tokens * (kept + logits)),
     }
     out["total"] = sum(out.values())
     return out
@@ -109,7 +133,8 @@ def print_derived(d: dict, out: Path | None = None) -> None:
     if mem:
         gib = lambda b: f"{b / 2**30:.2f}"  # noqa: E731
         print(
-            f"memory (estimate): {gib(mem['total'])} GiB = weights {gib(mem['weights'])} + gradients "
+            f"memory (estimate): {gib(mem['total'])} GiB = runtime {gib(mem.get('runtime', 0))} + "
+            f"weights {gib(mem['weights'])} + gradients "
             f"{gib(mem['gradients'])} + optimizer {gib(mem['optimizer'])} + activations {gib(mem['activations'])}"
         )
     if out is not None:

@@ -20,8 +20,9 @@ from lmforge.core.errors import LmforgeError
 from lmforge.model import enable_gradient_checkpointing, save_model_folder
 from lmforge.train import finetune as ft
 from lmforge.train import pretrain as pt
+from lmforge.train import rl as rlp
 from lmforge.train.checkpoint import latest_checkpoint
-from lmforge.train.derived import describe, memory_estimate, print_derived
+from lmforge.train.derived import describe, memory_estimate, print_derived, process_memory
 from lmforge.train.loop import EvalHook, train
 
 
@@ -63,13 +64,21 @@ def finetune(cfg: RunConfig, resume: bool = False, quiet: bool = False, on_eval:
     return run(cfg, "finetune", resume=resume, quiet=quiet, on_eval=on_eval)
 
 
+def rl(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
+    """Trains ``model.base`` with rewards (rollouts) or preference pairs (``rl.algorithm``); returns the run folder."""
+    if not cfg.model.base:
+        raise LmforgeError("model.base: set the model to train with rewards (hub id, folder or lmforge run)")
+    return run(cfg, "rl", resume=resume, quiet=quiet)
+
+
 def resume(run_dir: str | Path, overrides: list[str] = ()) -> Path:
     """Continues a run from its last checkpoint, as the command that started it (its saved config says)."""
     cfg_path = Path(run_dir) / "config.yaml"
     if not cfg_path.is_file():
         raise LmforgeError(f"{run_dir}: not a run folder (no config.yaml)")
     cfg = load_config(cfg_path, overrides)
-    return run(cfg, "finetune" if cfg.model.base else "pretrain", resume=True)
+    command = "rl" if cfg.rl.algorithm else "finetune" if cfg.model.base else "pretrain"
+    return run(cfg, command, resume=True)
 
 
 def run(
@@ -88,7 +97,7 @@ def run(
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-    plan = (pt if command == "pretrain" else ft).plan(cfg, accelerator, precision, resume)
+    plan = {"pretrain": pt, "rl": rlp}.get(command, ft).plan(cfg, accelerator, precision, resume)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(plan.model)
 
@@ -119,6 +128,7 @@ def run(
                 precision,
                 cfg.train.optimizer,
                 cfg.train.gradient_checkpointing,
+                in_use=process_memory(accelerator.device),
             )
             print_derived(d, run_dir / name)
         result = train(
