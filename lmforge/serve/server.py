@@ -1,0 +1,52 @@
+"""``serve``: load a model, start the decoding worker, run the app under uvicorn until interrupted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from lmforge.core.errors import LmforgeError
+from lmforge.model import load_model_and_tokenizer
+from lmforge.serve.engine import Engine, Limits
+
+
+def model_name(spec: str) -> str:
+    """The name clients send as ``model``: a folder's or run's own name, a hub id as written."""
+    p = Path(spec)
+    return p.resolve().name if p.exists() else spec
+
+
+def load_engine(spec: str, *, device: str = "auto", limits: Optional[Limits] = None, trust_remote_code: bool = False):
+    """A run, a folder, an adapter or a hub id, loaded once and owned by a new ``Engine``."""
+    model, tokenizer = load_model_and_tokenizer(spec, device=device, trust_remote_code=trust_remote_code)
+    limits = limits or Limits()
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions:
+        limits.max_prompt_tokens = min(limits.max_prompt_tokens, positions - 1)
+    return Engine(model, tokenizer, limits)
+
+
+def serve(
+    spec: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: Optional[str] = None,
+    name: Optional[str] = None,
+    device: str = "auto",
+    limits: Optional[Limits] = None,
+    trust_remote_code: bool = False,
+    log_level: str = "info",
+) -> None:
+    import uvicorn
+
+    from lmforge.serve.app import create_app
+
+    if api_key is not None and not api_key.strip():
+        raise LmforgeError("the API key is empty; give a non-empty --api-key or LMFORGE_API_KEY")
+    engine = load_engine(spec, device=device, limits=limits, trust_remote_code=trust_remote_code)
+    app = create_app(engine, name or model_name(spec), api_key=api_key)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    finally:
+        engine.close()
