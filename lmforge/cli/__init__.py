@@ -32,6 +32,7 @@ COMMANDS = {
     "inspect": "HTML report: surprisal, logit lens, attention, attributions",
     "doctor": "check a model, tokenizer, data and config for known pitfalls",
     "export": "merge a LoRA adapter into its base (`lmforge export merge`)",
+    "serve": "serve a model over an OpenAI-compatible HTTP API, with a playground page",
 }
 
 
