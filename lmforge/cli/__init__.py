@@ -23,6 +23,7 @@ COMMANDS = {
     "tokenizer": "train a BPE tokenizer (`lmforge tokenizer train`)",
     "pretrain": "pretrain a model from scratch: CONFIG.yaml [key=value ...]",
     "finetune": "fine-tune a pretrained model (full, LoRA, QLoRA): CONFIG.yaml [key=value ...]",
+    "rl": "train with rewards or preferences (RLOO, GRPO, GFlowNet TB/SubTB, DPO): CONFIG.yaml [key=value ...]",
     "resume": "continue a run from its last checkpoint",
     "sweep": "search settings with Optuna (trials are runs; resumable, shareable): SWEEP.yaml [--report]",
     "validate": "check a config and print the resolved values",

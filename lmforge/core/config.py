@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lmforge.core import habits
 from lmforge.core.errors import LmforgeError, first_line
+from lmforge.core.rl_config import RLConfig
 
 
 class Section(BaseModel):
@@ -211,6 +212,8 @@ class RunConfig(Section):
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
     stages: list[StageConfig] = []
+    rl: RLConfig = RLConfig()
+    """Training with rewards (``lmforge rl``): algorithm, rewards, rollouts (``lmforge/core/rl_config.py``)."""
 
     @property
     def run_dir(self) -> Path:
@@ -232,9 +235,11 @@ UNUSED = {
         "train.eval_task": "tasks are scored on fine-tuning validation rows",
         "train.eval_constrained": "tasks are scored on fine-tuning validation rows",
         "train.eval_max_new_tokens": "tasks are scored on fine-tuning validation rows",
+        "rl": "training with rewards is `lmforge rl`",
     },
     "finetune": {
         "tokenizer": "fine-tuning keeps the base model's tokenizer",
+        "rl": "training with rewards is `lmforge rl`",
         **{
             f"model.{k}": "fine-tuning keeps the base model's architecture"
             for k in (
@@ -250,6 +255,15 @@ UNUSED = {
             )
         },
     },
+}
+
+# lmforge rl fine-tunes a base as finetune does; its algorithm chooses the objective
+UNUSED["rl"] = {
+    **{k: v for k, v in UNUSED["finetune"].items() if k != "rl"},
+    "stages": "an RL run has one stage",
+    "train.objective": "rl.algorithm chooses the objective",
+    "train.objective_args": "the rl section holds the algorithm's settings",
+    "train.epochs": "rollouts have no epochs: set train.max_steps",
 }
 
 

@@ -187,6 +187,14 @@ class RunLogger:
         if self._bar:
             self._bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
 
+    def scalars(self, step: int, prefix: str, values: dict) -> None:
+        """Numbers a batch source reports for its step (rollouts: rewards), every ``log_every`` steps."""
+        if not self.main or not values or (step % self.log_every and step != 1):
+            return
+        row = {f"{prefix}/{k}": v for k, v in values.items()}
+        self._record({"step": step, **row})
+        self._log(row, step)
+
     def eval(self, step: int, metrics: dict) -> None:
         if not self.main or not metrics:
             return

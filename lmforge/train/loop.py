@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 
 import lmforge.losses.objectives  # noqa: F401  (registers the built-in objectives)
+import lmforge.losses.rl_objectives  # noqa: F401  (and the reward-driven ones)
 from lmforge.core.config import RunConfig, TrainConfig
 from lmforge.core.errors import LmforgeError
 from lmforge.core.registry import OBJECTIVES
@@ -169,6 +170,8 @@ def train(
             # real tokens only: padding is not throughput
             tokens = sum(_real_tokens(mb) for mb in micro_batches) * world
             logger.step(step + step_offset, step_loss, lr, tokens, None if grad_norm is None else float(grad_norm))
+            if hasattr(data, "step_metrics"):  # rollouts: the reward and each of its components, lengths
+                logger.scalars(step + step_offset, "rollout", data.step_metrics())
 
             # ---- evaluation, samples, best checkpoint (also when the time budget ends the run)
             out_of_time = bool(tc.max_time_s) and elapsed() > tc.max_time_s

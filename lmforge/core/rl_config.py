@@ -1,0 +1,76 @@
+"""The ``rl`` section of a run's config: the algorithm, its rewards, the rollouts and the reference.
+
+rl:
+  algorithm: rloo              # rloo | grpo | tb | subtb | dpo
+  prompts: ["The ", "A "]      # or prompts_file (JSONL rows with "prompt" and columns), or task
+  num_generations: 8           # K completions per prompt
+  rewards:
+    - {name: rhyme_en, weight: 1.0, args: {scheme: AABB}}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ALGORITHMS = ("rloo", "grpo", "tb", "subtb", "dpo")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RewardSpec(_Section):
+    name: str
+    """A registered reward (rhyme_fr, rhyme_en, syllables, json_valid, schema_valid, score, fluency) or
+    package.module:function with TRL's signature fn(prompts, completions, **columns) -> list[float]."""
+    weight: float = 1.0
+    args: dict[str, Any] = {}
+    """Keyword arguments of the reward, e.g. {scheme: ABAB} or {task: examples/cantos/task.yaml}."""
+
+
+class RLConfig(_Section):
+    algorithm: Optional[Literal["rloo", "grpo", "tb", "subtb", "dpo"]] = None
+    """rloo / grpo (policy gradient with group baselines), tb / subtb (GFlowNet: trajectory balance, modified
+    sub-trajectory balance), dpo (preference pairs from data.train: prompt, chosen, rejected)."""
+    prompts: list[str] = []
+    """Prompts to sample from (rollouts); '\\n' in single-quoted YAML is a newline."""
+    prompts_file: Optional[str] = None
+    """A JSONL file of rows with a "prompt" key; the other keys reach the rewards as columns."""
+    task: Optional[str] = None
+    """A task (YAML, name, package.module:function): its rows' prompts, and the rows as columns (reward: score)."""
+    eval_prompts: int = Field(4, ge=0)
+    """Prompts held out from training (the last ones) on which each evaluation samples and scores."""
+    rewards: list[RewardSpec] = []
+    num_generations: int = Field(4, ge=2)
+    """K: completions sampled per prompt (the group of RLOO/GRPO baselines and of TB's log Z estimate)."""
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature of the rollouts (above 1: GFlowNet's tempered off-policy exploration)."""
+    top_k: Optional[int] = Field(None, ge=1)
+    top_p: Optional[float] = Field(None, gt=0, le=1)
+    kl_coef: float = Field(0.05, ge=0)
+    """rloo/grpo: weight of the token-level KL to the reference (k3 estimator)."""
+    clip_eps: float = Field(0.2, gt=0)
+    """rloo/grpo: PPO clip of the probability ratio when a rollout is reused."""
+    reuse: int = Field(1, ge=1)
+    """Optimizer steps taken on each batch of rollouts (the ratio to the sampling policy is clipped)."""
+    reward_scale: float = Field(1.0, gt=0)
+    """tb/subtb: beta in log R = log p_ref / T + beta * reward."""
+    ref_temperature: float = Field(1.0, gt=0)
+    """tb/subtb: T at the first step; the reference's log-likelihood is divided by it."""
+    ref_temperature_end: Optional[float] = Field(None, gt=0)
+    """tb/subtb: T at the last step, annealed linearly (none: constant)."""
+    subtb_lambda: float = Field(1.0, gt=0)
+    """subtb: weight lambda ** (length - 1) of a sub-trajectory."""
+    dpo_beta: float = Field(0.1, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    """dpo: conservative DPO's assumed share of flipped preferences."""
+
+    @field_validator("rewards", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        if isinstance(v, (str, dict)):
+            v = [v]
+        return [{"name": x} if isinstance(x, str) else x for x in (v or [])]
