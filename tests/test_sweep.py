@@ -18,7 +18,14 @@ import sqlalchemy  # noqa: E402  (installed with optuna)
 
 from lmforge.core.errors import LmforgeError  # noqa: E402
 from lmforge.sweep.spec import load_sweep  # noqa: E402
-from lmforge.sweep.study import open_study, run_sweep, sample, sweep_dir, trial_config  # noqa: E402
+from lmforge.sweep.study import (  # noqa: E402
+    baseline_values,
+    open_study,
+    run_sweep,
+    sample,
+    sweep_dir,
+    trial_config,
+)
 from tests.conftest import VERSE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +87,16 @@ def test_space_maps_onto_config_keys(tmp_path):
     fixed |= {"train.batch_size": 8, "tokenizer.vocab_size": 96}
     values = sample(optuna.trial.FixedTrial(fixed), sweep, base)
     assert values["tokenizer.vocab_size"] == 96 and isinstance(values["train.batch_size"], int)
+    # the baseline trial: the base config's own values (batch 8 meets vocab_size's condition; alpha is unset)
+    assert baseline_values(sweep, base) == {"train.lr": 3e-3, "train.batch_size": 8, "tokenizer.vocab_size": 128}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweep_files_load(path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # their configs are named from the checkout's root, as the recipes' data
+    sweep, _, base = load_sweep(path)
+    assert sweep.space and (sweep.budget.n_trials or sweep.budget.timeout_s)
+    assert set(baseline_values(sweep, base)) <= set(sweep.space)
 
 
 @pytest.mark.parametrize(

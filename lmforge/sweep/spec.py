@@ -90,6 +90,9 @@ class Sweep(_Strict):
     budget: Budget
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     pruner: Pruner = Pruner()
+    baseline: bool = False
+    """Queue the base config's own values of the searched keys as the first trial: the table then shows what
+    the search beat."""
     seed: Optional[int] = None
     """The sampler's seed; unset, each process draws its own (processes sharing a study then differ)."""
     space: dict[str, Param]

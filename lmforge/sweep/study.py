@@ -122,6 +122,17 @@ def sample(trial: optuna.Trial, sweep: Sweep, base: RunConfig) -> dict[str, Any]
     return chosen
 
 
+def baseline_values(sweep: Sweep, base: RunConfig) -> dict[str, Any]:
+    """The base config's values of the searched keys (a conditional key where its condition holds; a key the
+    base leaves unset is sampled)."""
+    out: dict[str, Any] = {}
+    for key, p in sweep.space.items():
+        value = config_value(base, key)
+        if value is not None and all(_matches(out.get(k, config_value(base, k)), v) for k, v in p.when.items()):
+            out[key] = value
+    return out
+
+
 def trial_config(sweep: Sweep, tree: dict, base: RunConfig, values: dict[str, Any], number: int) -> RunConfig:
     """The base config with the trial's values, as the run ``<sweep folder>/trial-N`` judged on the metric."""
     t = copy.deepcopy(tree)
@@ -141,6 +152,8 @@ def run_sweep(path: str | Path, say: Callable[[str], None] = print) -> optuna.St
     sweep, tree, base = load_sweep(path)
     folder = sweep_dir(sweep, base)
     study = open_study(sweep, folder)
+    if sweep.baseline and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(baseline_values(sweep, base))
     revived = revive_dead_trials(study)
     if revived:
         say(f"sweep {sweep.name}: trials {', '.join(map(str, revived))} died with their process; queued again")
