@@ -71,8 +71,13 @@ def _last_vowel_on(ipa: str, lang: str) -> str:
 def _cmu_keys(word: str) -> tuple[str, ...]:
     import pronouncing
 
-    parts = (pronouncing.rhyming_part(p) for p in pronouncing.phones_for_word(word))
-    return tuple(dict.fromkeys(re.sub(r"\d", "", p) for p in parts))
+    keys = []
+    for phones in pronouncing.phones_for_word(word):
+        head, *tail = pronouncing.rhyming_part(phones).split()
+        # unstressed vowels after the stressed one are reduced alike in speech (dearest, clearest: IH0 / AH0)
+        tail = ["@" if t.endswith("0") else t for t in tail]
+        keys.append(re.sub(r"\d", "", " ".join([head, *tail])))
+    return tuple(dict.fromkeys(keys))
 
 
 def rhyme_keys(word: str, lang: str) -> tuple[str, ...]:
