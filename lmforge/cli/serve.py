@@ -27,6 +27,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="requests waiting or decoding; more get 429")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
     p.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds one request may take")
+    p.add_argument("--threads", type=int, help="CPU threads for decoding (default: torch's; 1 suits small models)")
     p.add_argument("--trust-remote-code", action="store_true")
 
 
@@ -54,5 +55,6 @@ def run(args) -> int:
         device=args.device,
         limits=limits,
         trust_remote_code=args.trust_remote_code,
+        threads=args.threads,
     )
     return 0

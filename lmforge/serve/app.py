@@ -147,13 +147,12 @@ def create_app(engine: Engine, model_name: str, api_key: Optional[str] = None) -
             )
         try:
             while not choices.all_done():
-                ev = await events.get()
+                ev = await _next(events, limits.timeout_s)
                 if ev[0] == "error":
                     raise ev[1]
                 choices.take(ev)
-        except asyncio.CancelledError:
+        finally:  # answered, failed or abandoned: the worker may drop what is left of the job
             job.cancelled.set()
-            raise
         return completion_body(choices, meta, usage)
 
     async def _sse(job: Job, events: asyncio.Queue, choices: Choices, meta: dict, usage: Optional[dict]):
@@ -162,7 +161,7 @@ def create_app(engine: Engine, model_name: str, api_key: Optional[str] = None) -
                 for i in range(choices.n):
                     yield _data(chunk(meta, choices.kind, i, {"role": "assistant", "content": ""}, None, None))
             while not choices.all_done():
-                ev = await events.get()
+                ev = await _next(events, limits.timeout_s)
                 if ev[0] == "error":
                     yield _data(ev[1].body())
                     return
@@ -181,6 +180,14 @@ def create_app(engine: Engine, model_name: str, api_key: Optional[str] = None) -
         return HTMLResponse(page.replace("{{MODEL}}", json.dumps(model_name)))
 
     return app
+
+
+async def _next(events: asyncio.Queue, timeout_s: float) -> tuple:
+    """The worker's next event; never waits forever (the worker enforces the deadline, this is a backstop)."""
+    try:
+        return await asyncio.wait_for(events.get(), timeout=timeout_s + 30)
+    except TimeoutError:
+        return ("error", ServeError(504, "no answer from the decoder in time", "timeout_error", code="timeout"))
 
 
 def _data(obj: dict) -> str:
