@@ -34,6 +34,7 @@ COMMANDS = {
     "doctor": "check a model, tokenizer, data and config for known pitfalls",
     "export": "merge a LoRA adapter into its base (`lmforge export merge`)",
     "serve": "serve a model over an OpenAI-compatible HTTP API, with a playground page",
+    "chat": "talk to a model in the terminal through its chat template (/reset, /temp 0.4, ...)",
 }
 
 
