@@ -4,6 +4,7 @@ lmforge eval runs/poet runs/poet-lora --text ../shared/data/tinyshakespeare.txt 
 lmforge eval runs/cantos --task examples/cantos/task.yaml --split test     # constrained and free decoding
 lmforge eval MODEL --task my_task.yaml --constrained off --out reports/
 lmforge eval runs/unlikely --unlikeliness runs/base --text held_out.txt   # least-likely study table
+lmforge eval runs/cantos openai:cantos@http://127.0.0.1:8000/v1 --task examples/cantos/task.yaml  # vs a served model
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from lmforge.evaluate.report import to_markdown
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("models", nargs="+", help="model folders, lmforge runs (runs/NAME) or hub ids")
+    p.add_argument(
+        "models",
+        nargs="+",
+        help="model folders, lmforge runs (runs/NAME), hub ids, or served models openai:MODEL@BASE_URL "
+        "(key from OPENAI_API_KEY; tasks only)",
+    )
     g = p.add_argument_group("language-model metrics")
     g.add_argument(
         "--text",

@@ -12,6 +12,7 @@ from typing import Optional
 
 from lmforge.core.errors import LmforgeError
 from lmforge.evaluate.lm import score_file
+from lmforge.evaluate.remote import RemoteModel, byte_budget, is_remote
 from lmforge.evaluate.report import write_report
 from lmforge.evaluate.unlikeliness import COLUMNS, baselines, model_argmax, unlikeliness_table
 from lmforge.model import load_model_and_tokenizer, resolve_device
@@ -54,20 +55,31 @@ def _modes(args, task) -> list[bool]:
 
 
 def _eval_task(model, tokenizer, task, args, label, table, samples) -> None:
-    budget = args.max_new_tokens or answer_budget(tokenizer, task, task.rows)
+    """``model`` a local model, or a ``RemoteModel`` (then ``tokenizer`` is None)."""
+    remote = isinstance(model, RemoteModel)
+    if args.max_new_tokens:
+        budget = args.max_new_tokens
+    elif remote:  # its tokenizer is not here: a bound in bytes holds for any byte-level one
+        budget = byte_budget([task.reference(r) for r in task.rows])
+    else:
+        budget = answer_budget(tokenizer, task, task.rows)
     prompts = [task.prompt(r) for r in task.rows]
     for constrained in _modes(args, task):
         row = f"{label} +json" if constrained else label
         t0 = time.perf_counter()
-        comps = generate_completions(
-            model,
-            tokenizer,
-            prompts,
-            max_new_tokens=budget,
-            batch_size=args.batch_size,
-            constrained=constrained,
-            schema=task.schema,
-        )
+        if remote:
+            schema = (task.schema if task.schema is not None else "any") if constrained else None
+            comps = model.complete(prompts, budget, schema)
+        else:
+            comps = generate_completions(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=budget,
+                batch_size=args.batch_size,
+                constrained=constrained,
+                schema=task.schema,
+            )
         table.setdefault(row, {}).update(task.evaluate(comps, task.rows))
         print(f"  {row}: {len(prompts)} examples in {time.perf_counter() - t0:.1f}s", flush=True)
         samples += [
@@ -97,6 +109,8 @@ def compare(args: EvalRequest) -> tuple[dict, dict]:
         raise LmforgeError("nothing to evaluate: give --text FILE and/or --task NAME")
     if args.unlikeliness and not args.text:
         raise LmforgeError("--unlikeliness needs --text FILE (held-out text to measure on)")
+    if args.unlikeliness and any(is_remote(m) for m in args.models):
+        raise LmforgeError("--unlikeliness needs each model's logits; a remote model (openai:...) has none here")
     for f in args.text:
         if not Path(f).is_file():
             raise LmforgeError(f"text file not found: {f}")
@@ -110,6 +124,12 @@ def compare(args: EvalRequest) -> tuple[dict, dict]:
         _eval_unlikeliness(args, device, table)
     for name in dict.fromkeys(args.models) if not args.unlikeliness else []:  # a model named twice is evaluated once
         print(f"{name}:", flush=True)
+        if is_remote(name):
+            if args.text:
+                print("  no text metrics for a remote model (its API gives no log-probabilities of given text)")
+            if task is not None:
+                _eval_task(RemoteModel(name, workers=args.batch_size), None, task, args, name, table, samples)
+            continue
         model, tokenizer = _load(name, device)
         for f in args.text:
             s = score_file(
