@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import sys
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -92,17 +94,63 @@ def _object(p: Path, where: str, value) -> dict:
     return value
 
 
+def lines(text: str) -> list[str]:
+    """``text`` cut at line ends (LF, CR LF, CR) only, as editors number lines: unlike ``str.splitlines``,
+    not at U+2028, U+0085, form feeds and the like, which JSON strings may hold."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def loads(text: str, where: str):
+    """``json.loads`` with every failure as one line at ``where``: bad syntax, nesting too deep for
+    Python's parser, an integer past Python's digit limit."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LmforgeError(f"{where}: not valid JSON: {e.msg} (column {e.colno})") from None
+    except RecursionError:
+        raise LmforgeError(f"{where}: JSON nested too deeply to read") from None
+    except ValueError as e:  # an integer of more than sys.get_int_max_str_digits() digits
+        raise LmforgeError(f"{where}: {unreadable_number(e)}") from None
+    no_lone_surrogate(text, value, where)
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def no_lone_surrogate(text: str, value, where: str) -> None:
+    """JSON may escape half of a UTF-16 pair alone (``"\\ud800"``); Python decodes it to a string no
+    tokenizer or file can encode. Refuse it here, at its line, rather than deep inside tokenization."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return
+    stack = [value]
+    while stack:  # iterative: the value may be nested as deep as the parser allows
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack += [*v.keys(), *v.values()]
+        elif isinstance(v, list):
+            stack += v
+        elif isinstance(v, str) and any("\ud800" <= c <= "\udfff" for c in v):
+            bad = next(c for c in v if "\ud800" <= c <= "\udfff")
+            raise LmforgeError(
+                f"{where}: the escape \\u{ord(bad):04x} is half of a UTF-16 pair, not a character; fix or remove it"
+            )
+
+
+def unreadable_number(e: ValueError) -> str:
+    """What to say of an integer longer than Python reads (``json`` raises a plain ValueError)."""
+    if "digits" in str(e):
+        return f"a JSON number has more than {sys.get_int_max_str_digits()} digits; write it as a string"
+    return f"JSON value not readable: {first_line(e)}"
+
+
 def _read_jsonl(p: Path, text: str) -> list[Record]:
     out = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(lines(text), start=1):
         if not line.strip():
             continue
         where = f"{p}:{n}"
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LmforgeError(f"{where}: not valid JSON: {e.msg} (column {e.colno})") from None
-        out.append(Record(where, _object(p, where, value)))
+        out.append(Record(where, _object(p, where, loads(line, where))))
     return out
 
 
@@ -125,7 +173,12 @@ def _read_json(p: Path, text: str) -> list[Record]:
             value, end = decoder.raw_decode(text, i)
         except json.JSONDecodeError as e:
             raise LmforgeError(f"{p}:{e.lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
+        except RecursionError:
+            raise LmforgeError(f"{p}:{line}: JSON nested too deeply to read") from None
+        except ValueError as e:  # an integer past Python's digit limit
+            raise LmforgeError(f"{p}:{line}: {unreadable_number(e)}") from None
         where = f"{p}:{line} (row {len(out)})"
+        no_lone_surrogate(text[i:end], value, where)
         out.append(Record(where, _object(p, where, value)))
         i = _skip_space(text, end)
         if text.startswith(",", i):
@@ -144,9 +197,9 @@ def _not_one_object(p: Path, text: str) -> None:
     """A whole-file object (``{"data": [...]}``) is not a table of rows: say so rather than guess."""
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not one JSON document: read as JSON lines, which names the line
         return
-    if len(text.strip().splitlines()) > 1 or not isinstance(value, dict):
+    if len(lines(text.strip())) > 1 or not isinstance(value, dict):
         keys = f" with keys {sorted(value)[:5]}" if isinstance(value, dict) else ""
         raise LmforgeError(
             f"{p}: expected a list of objects (or one object per line), got one {type(value).__name__}{keys}"
@@ -185,7 +238,7 @@ def _read_csv(p: Path, text: str) -> list[Record]:
 
 def _read_lines(p: Path, text: str) -> list[Record]:
     """Plain text: each non-blank line is a row ``{"text": line}``."""
-    return [Record(f"{p}:{n}", {"text": line}) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    return [Record(f"{p}:{n}", {"text": line}) for n, line in enumerate(lines(text), start=1) if line.strip()]
 
 
 def _read_parquet(p: Path) -> list[Record]:
