@@ -101,8 +101,10 @@ def test_lora_trains_only_adapter_weights(tmp_path, tiny_model_dir):
     assert base and lora_b
     assert all(torch.equal(before[n], after[n]) for n in base)  # bit-identical
     assert all(after[n].abs().sum() > 0 for n in lora_b)
-    saved = load_file(cfg.run_dir / "checkpoints" / "step-000006" / "trainable.safetensors")
-    assert saved and all("lora_" in n for n in saved)  # checkpoints hold the adapters only
+    step = cfg.run_dir / "checkpoints" / "step-000006"
+    saved = load_file(step / "model" / "adapter_model.safetensors")
+    assert saved and all("lora_" in n for n in saved)  # checkpoints hold the adapters only, once
+    assert sorted(p.name for p in step.glob("*.safetensors")) == ["optimizer.safetensors", "rng.safetensors"]
 
 
 def test_completion_only_labels_mask_exactly_the_prompt(tmp_path, tiny_model_dir):

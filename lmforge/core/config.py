@@ -151,6 +151,8 @@ class TrainConfig(Section):
     eval_batches: int = Field(8, ge=1)
     save_every: int = Field(100, ge=1)
     keep_last: int = Field(2, ge=1)
+    skip_nonfinite: int = Field(0, ge=0)
+    """Steps whose loss or gradient is NaN/inf that may be skipped (no update) before the run stops; 0: stop."""
     best_metric: str = "val_loss"
     """val_loss, or any metric of eval_task (json_em, field_f1, rouge1, ...)."""
     best_mode: Literal["min", "max", "auto"] = "auto"

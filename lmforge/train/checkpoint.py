@@ -1,10 +1,13 @@
 """Checkpoints: atomic, resumable, safetensors only (no pickle is ever loaded).
 
 ``checkpoints/step-000100/`` holds ``model/`` (a Hugging Face folder: loads with from_pretrained,
-or an adapter folder for LoRA), ``trainable.safetensors`` + ``optimizer.safetensors`` (tensors) and
-``state.json`` (step, scheduler, optimizer hyper-parameters, best metric). A checkpoint is written
-into a temporary folder and renamed into place, then ``checkpoints/latest`` is replaced atomically:
-a crash while saving leaves the previous checkpoint and ``latest`` untouched.
+or an adapter folder for LoRA), ``optimizer.safetensors`` + ``rng.safetensors`` (tensors),
+``state.json`` (step, scheduler, optimizer hyper-parameters, best metric) and ``manifest.json`` (each
+file's size and SHA-256). The weights are written once: resume reads them back from ``model/``. A
+checkpoint is written into a temporary folder and renamed into place, then ``checkpoints/latest`` is
+replaced atomically: a crash while saving leaves the previous checkpoint and ``latest`` untouched. A
+checkpoint whose files do not match its manifest is skipped on resume for the one before it, with a
+warning; a full disk stops the run with a one-line error and leaves the previous checkpoint as it was.
 
 ``best/`` is a relative symlink to ``.best-step-N/``: the new best is written whole beside the old one,
 then the link is replaced in one ``os.replace``, so ``best`` always names a complete folder.
@@ -12,9 +15,12 @@ then the link is replaced in one ``os.replace``, so ``best`` always names a comp
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -37,7 +43,8 @@ def save_best(model, tokenizer, run_dir: Path, step: int) -> Path:
     """Writes ``.best-step-N/`` then points ``best`` at it atomically; removes the previous best folder."""
     link = run_dir / "best"
     target = run_dir / f".best-step-{step:06d}"
-    save_model_folder(model, tokenizer, target)
+    with disk_full_is_an_error(target.with_name(f".{target.name}.tmp"), run_dir):
+        save_model_folder(model, tokenizer, target)
     if link.is_dir() and not link.is_symlink():  # a run from before best/ was a link: move it aside once
         os.replace(link, run_dir / ".best-previous")
     old = os.readlink(link) if link.is_symlink() else None
@@ -81,22 +88,94 @@ def save_checkpoint(
     final = ckdir / f"step-{step:06d}"
     tmp = ckdir / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    model.save_pretrained(tmp / "model", safe_serialization=True)
-    tokenizer.save_pretrained(tmp / "model")
-    trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(trainable, tmp / "trainable.safetensors")
-    opt_tensors, opt_meta = _optimizer_tensors(optimizer.state_dict())
-    save_file(opt_tensors, tmp / "optimizer.safetensors")
-    save_file(_rng_state(), tmp / "rng.safetensors")
-    state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), **extra}
-    (tmp / "state.json").write_text(json.dumps(state, indent=1, default=float), encoding="utf-8")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    atomic_write_text(ckdir / "latest", final.name + "\n")
+    with disk_full_is_an_error(tmp, ckdir):
+        tmp.mkdir()
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "model")
+        opt_tensors, opt_meta = _optimizer_tensors(optimizer.state_dict())
+        save_file(opt_tensors, tmp / "optimizer.safetensors")
+        save_file(_rng_state(), tmp / "rng.safetensors")
+        state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), **extra}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1, default=float), encoding="utf-8")
+        write_manifest(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        atomic_write_text(ckdir / "latest", final.name + "\n")
     _prune(ckdir, keep_last, keep=final.name)
     return final
+
+
+class disk_full_is_an_error:
+    """Turns "no space left" (or a file-size limit) while writing ``tmp`` into a one-line error naming the path
+    and the free space; the partly written ``tmp`` is removed, so what was there before stays as it was."""
+
+    CODES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+    def __init__(self, tmp: Path, where: Path):
+        self.tmp, self.where = tmp, where
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None:
+            return False
+        full = isinstance(exc, OSError) and exc.errno in self.CODES
+        # safetensors (Rust) reports the same condition as its own error type with the OS message inside
+        full = full or any(m in str(exc) for m in ("No space left", "File too large", "Disk quota"))
+        if not full:
+            return False
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            free = f"{shutil.disk_usage(self.where).free / 2**20:,.0f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        raise LmforgeError(
+            f"disk full writing {getattr(exc, 'filename', None) or self.tmp} ({free} on that disk); "
+            f"nothing earlier in {self.where} was changed: free space and run `lmforge resume`"
+        ) from None
+
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Each file's size and SHA-256, written last (fsynced), so a checkpoint can later prove itself whole."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    atomic_write_text(folder / MANIFEST, json.dumps({"files": entries}, indent=1))
+
+
+def damage(folder: Path) -> Optional[str]:
+    """What is wrong with a checkpoint folder (a missing, truncated or altered file), or None if it is whole.
+    A checkpoint from before manifests needs its state.json and weights only."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        if not (folder / "state.json").is_file():
+            return "no state.json"
+        return None if (folder / "trainable.safetensors").is_file() or (folder / "model").is_dir() else "no weights"
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return f"{MANIFEST} is unreadable"
+    for name, want in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != want["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, {want['bytes']} were written"
+        if _sha256(path) != want["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
 
 
 def _prune(ckdir: Path, keep_last: int, keep: str) -> None:
@@ -106,33 +185,71 @@ def _prune(ckdir: Path, keep_last: int, keep: str) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+def latest_checkpoint(run_dir: Path, verify: bool = False) -> Optional[Path]:
+    """The checkpoint to resume from: the one ``latest`` names, else the newest complete one. With ``verify``,
+    a damaged checkpoint is passed over for the one before it, with a warning naming it and what is wrong."""
     ckdir = run_dir / "checkpoints"
     pointer = ckdir / "latest"
+    named = None
     if pointer.is_file():
         cand = ckdir / pointer.read_text(encoding="utf-8").strip()
         if (cand / "state.json").is_file():
+            named = cand
+    complete = sorted((d for d in ckdir.glob("step-*") if (d / "state.json").is_file()), reverse=True)
+    order = ([named] if named else []) + [d for d in complete if d != named]
+    if not verify:
+        return order[0] if order else None
+    for cand in order:
+        problem = damage(cand)
+        if problem is None:
             return cand
-    complete = sorted(d for d in ckdir.glob("step-*") if (d / "state.json").is_file())
-    return complete[-1] if complete else None
+        print(f"warning: checkpoint {cand} is damaged ({problem}); trying the one before it", file=sys.stderr)
+    if order:
+        raise LmforgeError(f"every checkpoint in {ckdir} is damaged (see the warnings above); nothing to resume from")
+    return None
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    """Restores trainable weights, optimizer, scheduler and RNG; returns state.json."""
+    """Restores the weights (from ``model/``), optimizer, scheduler and RNG; returns state.json."""
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    weights = load_file(path / "trainable.safetensors")
-    params = dict(model.named_parameters())
-    missing = [n for n in weights if n not in params]
-    if missing:
-        raise LmforgeError(f"{path}: checkpoint does not match the model (unknown parameter {missing[0]})")
-    with torch.no_grad():
-        for n, t in weights.items():
-            params[n].copy_(t)
+    _load_weights(path, model)
     opt = _optimizer_state(load_file(path / "optimizer.safetensors"), state["optimizer"])
     optimizer.load_state_dict(opt)
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(load_file(path / "rng.safetensors"))
     return state
+
+
+def _load_weights(path: Path, model) -> None:
+    """The trained weights back into ``model``: an adapter through PEFT's own loader, a full model by name from
+    its safetensors shards; checkpoints from before manifests kept a ``trainable.safetensors`` copy."""
+    folder = path / "model"
+    if (path / "trainable.safetensors").is_file():
+        weights = load_file(path / "trainable.safetensors")
+    elif (folder / "adapter_model.safetensors").is_file():
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        if result.unexpected_keys:
+            raise LmforgeError(
+                f"{path}: checkpoint does not match the model (unknown parameter {result.unexpected_keys[0]})"
+            )
+        return
+    else:
+        weights = {}
+        for shard in sorted(folder.glob("*.safetensors")):
+            weights.update(load_file(shard))
+    params = dict(model.named_parameters())
+    unknown = [n for n in weights if n not in params and n not in model.state_dict()]
+    if unknown:
+        raise LmforgeError(f"{path}: checkpoint does not match the model (unknown parameter {unknown[0]})")
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if missing:
+        raise LmforgeError(f"{path}: checkpoint does not hold the trained parameter {missing[0]}")
+    with torch.no_grad():
+        for n, t in weights.items():
+            if n in params:
+                params[n].copy_(t)
 
 
 def _rng_state() -> dict[str, torch.Tensor]:

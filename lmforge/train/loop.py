@@ -127,7 +127,7 @@ def train(
     def save(at: int) -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            extra = {"best": state.get("best"), "best_step": state.get("best_step"), "elapsed_s": elapsed()}
+            extra = {k: state.get(k) for k in ("best", "best_step", "skipped")} | {"elapsed_s": elapsed()}
             ckpt.save_checkpoint(
                 run_dir,
                 at + step_offset,
@@ -155,21 +155,28 @@ def train(
                     accelerator.backward(loss * world)
                 step_loss += loss.detach().float().item()
             step_loss = accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum").item()
-            if not math.isfinite(step_loss):
-                raise LmforgeError(
-                    f"loss became {step_loss} at step {step + step_offset}; stopped without saving it "
-                    f"(last good checkpoint kept in {run_dir / 'checkpoints'}); lower train.lr or check the data"
-                )
-            grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), tc.grad_clip) if tc.grad_clip > 0 else None
+            # the norm is measured even without clipping (max_norm inf clips nothing): a NaN gradient stops too
+            grad_norm = float(accelerator.clip_grad_norm_(wrapped.parameters(), tc.grad_clip or math.inf))
             lr = scheduler.get_last_lr()[0]  # the rate this step is taken with
-            optimizer.step()
+            bad = _nonfinite(step_loss, grad_norm)
+            if bad and state.get("skipped", 0) >= tc.skip_nonfinite:
+                raise LmforgeError(
+                    f"{bad} at step {step + step_offset}; stopped without saving it (last good checkpoint kept in "
+                    f"{run_dir / 'checkpoints'}); lower train.lr, check the data, or set train.skip_nonfinite"
+                )
+            if bad:  # skipped as large-scale trainers do: no update, the schedule and the data move on
+                state["skipped"] = state.get("skipped", 0) + 1
+                logger.info(f"{bad} at step {step + step_offset}: skipped ({state['skipped']} of {tc.skip_nonfinite})")
+            else:
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            result.losses.append(step_loss)
-            # real tokens only: padding is not throughput
-            tokens = sum(_real_tokens(mb) for mb in micro_batches) * world
-            logger.step(step + step_offset, step_loss, lr, tokens, None if grad_norm is None else float(grad_norm))
+            if not bad:
+                result.losses.append(step_loss)
+                # real tokens only: padding is not throughput
+                tokens = sum(_real_tokens(mb) for mb in micro_batches) * world
+                logger.step(step + step_offset, step_loss, lr, tokens, grad_norm)
             if hasattr(data, "step_metrics"):  # rollouts: the reward and each of its components, lengths
                 logger.scalars(step + step_offset, "rollout", data.step_metrics())
 
@@ -239,6 +246,15 @@ def _real_tokens(batch: dict) -> int:
     if "real_tokens" in batch:
         return int(batch["real_tokens"])
     return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+
+
+def _nonfinite(loss: float, grad_norm: float) -> Optional[str]:
+    """What went non-finite in a step (the loss first), or None."""
+    if not math.isfinite(loss):
+        return f"loss became {loss}"
+    if not math.isfinite(grad_norm):
+        return f"gradient norm became {grad_norm}"
+    return None
 
 
 def _improves(value: float, best: Optional[float], higher: bool) -> bool:

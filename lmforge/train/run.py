@@ -21,7 +21,7 @@ from lmforge.model import enable_gradient_checkpointing, save_model_folder
 from lmforge.train import finetune as ft
 from lmforge.train import pretrain as pt
 from lmforge.train import rl as rlp
-from lmforge.train.checkpoint import latest_checkpoint
+from lmforge.train.checkpoint import disk_full_is_an_error, latest_checkpoint
 from lmforge.train.derived import describe, memory_estimate, print_derived, process_memory
 from lmforge.train.loop import EvalHook, train
 
@@ -90,7 +90,7 @@ def run(
     precision = pick_precision(cfg.train.precision)
     accelerator = make_accelerator(cfg, precision)
     run_dir = cfg.run_dir
-    last = latest_checkpoint(run_dir) if resume else None
+    last = latest_checkpoint(run_dir, verify=True) if resume else None
     if resume and last is None:
         raise LmforgeError(f"{run_dir}: no checkpoint to resume from")
     done = json.loads((last / "state.json").read_text(encoding="utf-8"))["step"] if last else 0
@@ -151,7 +151,8 @@ def run(
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(plan.model)
-        save_model_folder(final, plan.tokenizer, run_dir / "model")
+        with disk_full_is_an_error(run_dir / ".model.tmp", run_dir):
+            save_model_folder(final, plan.tokenizer, run_dir / "model")
         for fn in plan.final:
             fn(final, step)
     return run_dir
