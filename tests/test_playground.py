@@ -11,7 +11,6 @@ import pytest
 pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from conftest import ROOT  # noqa: E402
 from serve_helpers import chat_model_dir, running  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -57,7 +56,6 @@ def test_playground_streams_coloured_tokens(tmp_path, tiny_model_dir, one_thread
             assert len(colours) > 1  # coloured by probability, not one colour for all
             spans[0].hover()
             assert page.is_visible("#tip") and "%" in page.inner_text("#tip")
-            (ROOT / "docs").mkdir(exist_ok=True)
             page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
 
             page.check("input[value=chat]")

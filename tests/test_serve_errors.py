@@ -148,3 +148,36 @@ def test_queue_full_is_429_and_timeout_is_504(tiny_model_dir, one_thread):
     finally:
         release.set()
         engine.close()
+
+
+@pytest.mark.slow
+def test_lmforge_serve_command(tiny_model_dir, tmp_path):
+    """The real command: 127.0.0.1 by default, the key from LMFORGE_API_KEY, a clean stop on SIGINT."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from serve_helpers import free_port
+
+    port = free_port()
+    env = {**os.environ, "LMFORGE_API_KEY": KEY, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "lmforge", "serve", str(tiny_model_dir), "--port", str(port), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.monotonic()
+        while True:
+            assert proc.poll() is None and time.monotonic() - t0 < 120, "lmforge serve did not start"
+            try:
+                r = httpx.get(f"{url}/v1/models", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert r.status_code == 401
+        ok = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+        assert ok.json()["data"][0]["id"] == tiny_model_dir.name
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}" in out and "Traceback" not in out
