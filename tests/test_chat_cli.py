@@ -47,3 +47,13 @@ def test_chat_turns_reset_and_commands(chat_model, monkeypatch, capsys, one_thre
         "unknown command /nope (see /help)\n"
     )
     assert first and out == want
+
+
+def test_chat_without_a_template_is_one_line(tiny_model_dir, monkeypatch, capsys):
+    from lmforge.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    assert main(["chat", str(tiny_model_dir), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("lmforge chat: error: ")
+    assert "no chat template" in err.splitlines()[-1]

@@ -197,3 +197,20 @@ def test_concurrent_requests_decode_together_and_match_alone(served):
         t.join()
     assert got == alone
     assert max(engine.batches[before:]) > 1  # at least two requests shared one decoding batch
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_decoder(served):
+    import time
+
+    import httpx
+
+    client, url, _, engine = served
+    body = {"model": "tiny", "prompt": PROMPTS[0], "max_tokens": 64, "temperature": 1.0, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/completions", json=body) as r:
+        first = next(r.iter_lines())
+        assert first.startswith("data: ")
+    t0 = time.monotonic()
+    while engine._load and time.monotonic() - t0 < 20:
+        time.sleep(0.01)
+    assert engine._load == 0
+    assert client.completions.create(model="tiny", prompt="x", max_tokens=2).choices[0].finish_reason

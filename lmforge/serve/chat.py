@@ -95,6 +95,11 @@ def chat_loop(
     system: Optional[str] = None,
 ) -> list[dict]:
     """Reads lines until end of input or /quit; returns the conversation."""
+    if not getattr(engine.tokenizer, "chat_template", None):
+        raise LmforgeError(
+            "this model's tokenizer has no chat template (a chat fine-tune sets one: data.chat_template); "
+            "lmforge generate MODEL --prompt ... completes plain text"
+        )
     start = [{"role": "system", "content": system}] if system else []
     messages = list(start)
     while True:
