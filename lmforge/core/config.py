@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -124,10 +124,17 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of keeping them: less memory, about
     a third more compute (non-reentrant, so it works under LoRA and QLoRA too)."""
-    batch_size: int = Field(16, ge=1)
-    """Sequences per micro-batch on each process."""
+    batch_size: Union[Literal["auto"], int] = 16
+    """Sequences per micro-batch on each process; auto: the largest that fits in memory (probed at start),
+    with grad_accum set to keep global_batch_size."""
+    global_batch_size: Optional[int] = Field(None, ge=1)
+    """With batch_size: auto, sequences per optimizer step over all processes (default 16 x grad_accum x processes)."""
+    memory_limit_gb: Optional[float] = Field(None, gt=0)
+    """The memory batch_size: auto may fill (default: what the device has free); 20% of it is kept free."""
     grad_accum: int = Field(1, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: Union[Literal["auto"], float] = 1e-3
+    """Peak learning rate; auto: a range test at start (60 steps, rate growing from 1e-6 to 1, weights put back)
+    picks where the smoothed loss falls fastest; printed and saved as lr_range.json/png in the run folder."""
     lr_scheduler: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
     """The rate after warmup: cosine or linear down to min_lr_ratio, constant, or wsd (warmup-stable-decay)."""
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
@@ -167,6 +174,23 @@ class TrainConfig(Section):
     """Experiment trackers the metrics also go to: tensorboard (events in log_dir/<name>), wandb, mlflow;
     none (or []) for metrics.jsonl only. wandb follows WANDB_MODE (offline works without an account);
     mlflow writes to MLFLOW_TRACKING_URI, else to a local store in log_dir/mlruns."""
+
+    @field_validator("batch_size", "lr", mode="before")
+    @classmethod
+    def _auto_or_positive(cls, v: Any, info) -> Any:
+        if v == "auto":
+            return v
+        try:  # YAML reads 3e-4 as a string
+            number = float(v) if isinstance(v, str) and not isinstance(v, bool) else v
+        except ValueError:
+            number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0:
+            raise ValueError("a positive number, or auto")
+        if info.field_name == "batch_size":
+            if number != int(number):
+                raise ValueError("a whole number of sequences, or auto")
+            return int(number)
+        return float(number)
 
     @field_validator("report_to", mode="before")
     @classmethod

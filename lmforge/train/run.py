@@ -21,6 +21,7 @@ from lmforge.model import enable_gradient_checkpointing, save_model_folder
 from lmforge.train import finetune as ft
 from lmforge.train import pretrain as pt
 from lmforge.train import rl as rlp
+from lmforge.train.auto import resolve_auto
 from lmforge.train.checkpoint import disk_full_is_an_error, latest_checkpoint
 from lmforge.train.derived import describe, memory_estimate, print_derived, process_memory
 from lmforge.train.loop import EvalHook, train
@@ -100,6 +101,9 @@ def run(
     plan = {"pretrain": pt, "rl": rlp}.get(command, ft).plan(cfg, accelerator, precision, resume)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(plan.model)
+    say = print if accelerator.is_main_process else lambda s: None
+    if resolve_auto(cfg, plan, accelerator, say) and accelerator.is_main_process:
+        save_config(cfg, run_dir / "config.yaml")  # with the values chosen: a resume reuses them
 
     offset, step = 0, done
     for i, stage_cfg in enumerate(plan.stages):
