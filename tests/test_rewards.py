@@ -75,6 +75,8 @@ def test_rhyme_reward_uses_pronunciation_in_french():
     r = Rewards([RewardTerm.make("rhyme_fr", args={"scheme": "AABB"})])
     total, parts = r(prompts=[""], completions=[poem])
     assert parts["rhyme_fr"] == [0.5] and total == [0.5]
+    # a last line cut by the token budget ("pourq") has no end word yet: its pair is not asked
+    assert r(prompts=[""], completions=[poem[:-4]])[1]["rhyme_fr"] == [1.0]
 
 
 def test_syllables_alexandrine_and_english():

@@ -64,10 +64,15 @@ def rhyme_rate(texts: list[str], lang: str, scheme: str = "AABB") -> float:
     return hit / asked if asked else 0.0
 
 
+def complete_lines(text: str) -> str:
+    """The text up to its last newline: a last line cut by the token budget has no end word yet."""
+    return text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+
+
 def _rhyme(completions: list, lang: str, scheme: str) -> list[float]:
     out = []
     for c in completions:
-        hit, asked = rhyme_counts(_text(c), lang, scheme)
+        hit, asked = rhyme_counts(complete_lines(_text(c)), lang, scheme)
         out.append(hit / asked if asked else 0.0)
     return out
 
@@ -81,7 +86,8 @@ def _text(completion: Any) -> str:
 
 @REWARDS.register("rhyme_fr")
 def rhyme_fr(prompts: list, completions: list, scheme: str = "AABB", **columns: Any) -> list[float]:
-    """Share of the pairs the scheme asks for whose French line ends rhyme (espeak-ng pronunciations)."""
+    """Share of the pairs the scheme asks for whose French line ends rhyme (espeak-ng pronunciations); a last
+    line without its newline (cut by the token budget) is not counted."""
     return _rhyme(completions, "fr", scheme)
 
 
