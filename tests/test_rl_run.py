@@ -116,3 +116,23 @@ def test_rl_errors_are_one_line(tmp_path, tiny_model_dir):
         from lmforge.train.run import finetune
 
         finetune(load_config(None, base[:-1] + ["data.train=x.jsonl"]))
+
+
+def test_best_worst_pairs_by_hand():
+    from lmforge.train.rollouts import best_worst_pairs
+
+    ex = [{"input_ids": [1, 10 + i], "labels": [-100, 10 + i]} for i in range(6)]
+    b = best_worst_pairs(ex, torch.tensor([0.0, 1.0, 0.5, 2.0, 2.0, 2.0]), k=3, pad_id=0)
+    # group 0: best is sample 1, worst sample 0; group 1 scores alike: no pair
+    assert b["input_ids"].tolist() == [[1, 11], [1, 10]] and b["num_pairs_here"] == 1
+    assert b["pair_mask"].tolist() == [1.0]
+    none = best_worst_pairs(ex[3:], torch.tensor([2.0, 2.0, 2.0]), k=3, pad_id=0)
+    assert none["pair_mask"].tolist() == [0.0] and none["num_pairs_here"] == 1
+
+
+def test_online_dpo_from_rollouts(tmp_path, tiny_model_dir):
+    args = rl_overrides(tmp_path, "odpo", tiny_model_dir, "dpo", **{"train.max_steps": 2, "train.eval_every": 2})
+    run = rl(load_config(None, args), quiet=True)
+    rows = [r for r in metrics(run) if "rollout/reward" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in metrics(run) if "loss" in r)

@@ -33,7 +33,8 @@ class RewardSpec(_Section):
 class RLConfig(_Section):
     algorithm: Optional[Literal["rloo", "grpo", "tb", "subtb", "dpo"]] = None
     """rloo / grpo (policy gradient with group baselines), tb / subtb (GFlowNet: trajectory balance, modified
-    sub-trajectory balance), dpo (preference pairs from data.train: prompt, chosen, rejected)."""
+    sub-trajectory balance), dpo (preference pairs from data.train: prompt, chosen, rejected; without data.train,
+    each prompt's best sample against its worst, as the rewards score them)."""
     prompts: list[str] = []
     """Prompts to sample from (rollouts); '\\n' in single-quoted YAML is a newline."""
     prompts_file: Optional[str] = None

@@ -5,7 +5,7 @@ A rollout batch holds, beside ``input_ids`` / ``attention_mask`` / ``labels`` (-
 ``rewards`` (B,), ``advantages`` (B,), ``group_size`` K, ``num_seqs`` (sequences in the whole optimizer
 step, the divisor that keeps accumulation exact), ``old_logprobs`` (B, T-1) when a rollout is reused, and for
 the GFlowNet objectives ``ref_temperature`` T of this step. A pair batch holds the chosen rows then the
-rejected rows, and ``num_pairs``.
+rejected rows, ``num_pairs`` (the step's) and ``num_pairs_here``; pairs built from rollouts add ``pair_mask``.
 """
 
 from __future__ import annotations
@@ -115,4 +115,6 @@ def dpo(model, batch, reference=None, beta: float = 0.1, label_smoothing: float 
         "rejected_reward_sum": rejected_r.sum(),
         "accuracy_sum": (chosen_r > rejected_r).float().sum(),
     }
+    if "pair_mask" in batch:  # pairs built from rollouts: a placeholder pair counts for nothing
+        loss = loss * batch["pair_mask"].to(loss.dtype)
     return loss.sum() / batch["num_pairs"], metrics

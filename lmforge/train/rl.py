@@ -61,8 +61,6 @@ def load_prompts(cfg: RunConfig) -> list[dict]:
 
 def load_pairs(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
     """Preference rows {prompt, chosen, rejected} from data.train (validation: data.val or data.val_fraction)."""
-    if not cfg.data.train:
-        raise LmforgeError("rl.algorithm=dpo: data.train names the preference pairs (prompt, chosen, rejected)")
     rows = [r for s in cfg.data.train for r in read_rows(s.path)]
     for n, r in enumerate(rows, 1):
         for key in ("prompt", "chosen", "rejected"):
@@ -96,7 +94,7 @@ def plan(cfg: RunConfig, accelerator, precision: str, resume: bool) -> Plan:
     stage.train.objective, stage.train.objective_args = rl.algorithm, objective_args(cfg)
     layout = Layout(cfg.train.batch_size, cfg.train.grad_accum, accelerator.num_processes, accelerator.process_index)
     sampler = Sampler(cfg, tokenizer, cfg.run_dir)
-    if rl.algorithm == "dpo":
+    if rl.algorithm == "dpo" and cfg.data.train:  # pairs from a file; otherwise from the rollouts (best vs worst)
         train_rows, val_rows = load_pairs(cfg)
         pairs = PairBatches(train_rows, val_rows, tokenizer, layout, cfg.seed, context)
         return Plan(model, tokenizer, context, [stage], data=lambda c: pairs, reference=reference,

@@ -62,6 +62,24 @@ def distinct_n(texts: list[str], n: int = 2) -> float:
     return len(grams) / max(sum(grams.values()), 1)
 
 
+def best_worst_pairs(examples: list[dict], rewards: torch.Tensor, k: int, pad_id: int) -> dict:
+    """DPO pairs from scored rollouts: each prompt's best sample (chosen) against its worst (rejected). A prompt
+    whose samples all score alike gives no pair; a batch without any holds one masked placeholder pair."""
+    chosen, rejected = [], []
+    for g in range(len(examples) // k):
+        r = rewards[g * k : (g + 1) * k]
+        best, worst = int(r.argmax()), int(r.argmin())
+        if r[best] > r[worst]:
+            chosen.append(examples[g * k + best])
+            rejected.append(examples[g * k + worst])
+    mask = [1.0] * len(chosen)
+    if not chosen:
+        chosen, rejected, mask = examples[:1], examples[:1], [0.0]
+    batch = collate(chosen + rejected, pad_id)
+    batch.update(num_pairs_here=len(chosen), pair_mask=torch.tensor(mask))
+    return batch
+
+
 class Rollouts:
     """The RL batch source: ``train_step(step)`` -> micro-batches of sampled, scored sequences."""
 
@@ -106,7 +124,9 @@ class Rollouts:
         batches, logs = [], []
         for i, micro in enumerate(self.layout.mine(picks)):
             b, log = self._micro_batch([self.prompts[j] for j in micro], self.cfg.seed * 7919 + key * 64 + i)
-            b.update(num_seqs=num_seqs, group_size=self.k, ref_temperature=self._temperature(step))
+            b.update(
+                num_seqs=num_seqs, num_pairs=len(picks), group_size=self.k, ref_temperature=self._temperature(step)
+            )
             batches.append(b)
             logs.append(log)
         self._metrics = {k: sum(x[k] for x in logs) / len(logs) for k in logs[0]}
@@ -136,6 +156,8 @@ class Rollouts:
         grouped = r.view(-1, self.k)
         adv = grpo_advantages(grouped) if self.rl.algorithm == "grpo" else rloo_advantages(grouped)
         batch["advantages"] = adv.reshape(-1)
+        if self.rl.algorithm == "dpo":  # online DPO: pairs from the rollouts themselves
+            batch = best_worst_pairs(examples, r, self.k, self.tokenizer.pad_token_id)
         if self.rl.algorithm == "subtb":
             batch["prefix_rewards"] = self._prefix_rewards(prompts, completions, lengths, columns)
         if self.rl.reuse > 1:  # the sampling policy's log-probs, for the clipped ratio on later steps
