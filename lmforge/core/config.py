@@ -14,8 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lmforge.core import habits
-from lmforge.core.errors import LmforgeError, first_line
+from lmforge.core.errors import LmforgeError
 from lmforge.core.rl_config import RLConfig
+from lmforge.core.yamlio import Loader, read_yaml
 
 
 class Section(BaseModel):
@@ -322,8 +323,8 @@ def reject_unused(cfg: RunConfig, command: str) -> None:
 def _parse_value(text: str) -> Any:
     """``key=value`` values are YAML scalars: 3e-4, true, null, [a, b] all work."""
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = yaml.load(text, Loader=Loader)  # dates stay text; a SafeLoader: no Python objects
+    except Exception:  # not YAML PyYAML can read (a bad date, an empty !!float...): the text itself
         return text
     # "### Question..." parses as a YAML comment (None): only an explicit null means null
     if value is None and text.strip() not in ("", "null", "~", "Null", "NULL"):
@@ -414,10 +415,7 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), ba
         source = str(p)
         if not p.is_file():
             raise LmforgeError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise LmforgeError(f"{p}: not valid YAML: {first_line(e)}") from None
+        loaded = read_yaml(p) or {}
         if not isinstance(loaded, dict):
             raise LmforgeError(f"{p}: a config is a mapping of sections, got {type(loaded).__name__}")
         tree.update(loaded)
@@ -431,11 +429,13 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), ba
         return RunConfig.model_validate(tree)
     except ValidationError as err:
         raise LmforgeError(_format_error(err, source)) from None
+    except RecursionError:
+        raise LmforgeError(f"{source}: a value nested too deeply to read") from None
 
 
 def _read_anchor_keys(tree: dict) -> None:
     """Top-level keys other tools use (``cutoff_len``, ``learning_rate``...) become lmforge's, with a note."""
-    for key in [k for k in tree if k not in RunConfig.model_fields and habits.is_anchor(k)]:
+    for key in [k for k in tree if isinstance(k, str) and k not in RunConfig.model_fields and habits.is_anchor(k)]:
         value = tree.pop(key)
         mapped = habits.translate(key, value)
         for dotted, v in mapped.items():

@@ -55,6 +55,8 @@ def _targets(value) -> dict:
     """``all``, a comma-separated string or a list of module names; ``all``/``all-linear`` is lmforge's default."""
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
+    if value is not None and not isinstance(value, (list, tuple)):
+        raise LmforgeError(f"lora_target={value!r}: give module names, as a list or a comma-separated string")
     names = [str(v) for v in value or []]
     return {"lora.target_modules": None if names in ([], ["all"], ["all-linear"]) else names}
 
@@ -62,6 +64,8 @@ def _targets(value) -> dict:
 def _output_dir(value) -> dict:
     """Other tools name the run's own folder; lmforge writes runs/<name>: the parent is out_dir, the last part name."""
     p = PurePath(str(value))
+    if value is None or not p.name:
+        raise LmforgeError(f"output_dir={value!r}: name the run's own folder, e.g. runs/my-run")
     return {"out_dir": str(p.parent), "name": p.name}
 
 
@@ -75,7 +79,7 @@ def _val_set_size(value) -> dict:
 
 
 def _quantization_bit(value) -> dict:
-    if int(value) == 4:
+    if not isinstance(value, bool) and str(value).strip() in ("4", "4.0"):
         return {"lora.method": "qlora"}
     raise LmforgeError(f"quantization_bit={value}: lmforge has 4-bit QLoRA only (lora.method=qlora)")
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from fuzzing import chat_tokenizer, one_line
 
-from lmforge.core.config import DataConfig, SourceConfig
+from lmforge.core.config import DataConfig, SourceConfig, load_config
 from lmforge.core.errors import LmforgeError
 from lmforge.data.examples import source_examples
 from lmforge.data.readers import read_records
@@ -76,3 +76,62 @@ def test_text_lines_are_numbered_as_editors_number_them(tmp_path):
         (f"{p}:2", "two"),
         (f"{p}:3", "three"),
     ]
+
+
+# ---- configs and overrides -------------------------------------------------------------------------------
+
+
+def _config_refused(path, overrides=(), *names: str) -> str:
+    with pytest.raises(LmforgeError) as e:
+        load_config(path, list(overrides))
+    return one_line(str(e.value), names)
+
+
+@pytest.mark.parametrize(
+    "text,line",
+    [
+        ("name: !!timestamp 2001-02-30\n", 1),  # ValueError: day is out of range for month
+        ("seed: " + "9" * 5000 + "\n", 1),  # ValueError: Exceeds the limit (4300 digits)
+        ("train:\n  lr: !!float\n", 2),  # IndexError: string index out of range
+        ("model: " + "[" * 3000 + "]" * 3000 + "\n", 1),  # RecursionError
+    ],
+)
+def test_yaml_pyyaml_cannot_construct_is_one_line(tmp_path, text, line):
+    p = tmp_path / "run.yaml"
+    p.write_text(text)
+    assert "not valid YAML" in _config_refused(p, (), str(p))
+
+
+def test_dates_in_a_config_stay_text(tmp_path):
+    # PyYAML read 2024-01-01 as datetime.date: "name: 2024-01-01" failed, and through a habit key
+    # (base_model, lora_target) it was a TypeError ('datetime.date' object is not iterable)
+    p = tmp_path / "run.yaml"
+    p.write_text("name: 2024-01-01\nbase_model: 2024-01-02\n")
+    cfg = load_config(p, ["seed=7", "out_dir=2001-02-30"])
+    assert (cfg.name, cfg.model.base, cfg.out_dir) == ("2024-01-01", "2024-01-02", "2001-02-30")
+
+
+@pytest.mark.parametrize("value", ["2001-02-30", "!!float", "!!int x", "9" * 5000, "[" * 3000])
+def test_an_override_yaml_cannot_read_is_its_text(value):
+    assert load_config(None, [f"name={value}"]).name == value
+
+
+@pytest.mark.parametrize(
+    "item,key",
+    [
+        ("lora_target=5", "lora_target"),  # TypeError: 'int' object is not iterable
+        ("lora_target={a: 1}", "lora_target"),  # a dict's keys were read as module names
+        ("quantization_bit=x", "quantization_bit"),  # ValueError: invalid literal for int()
+        ("quantization_bit=.inf", "quantization_bit"),  # OverflowError: cannot convert float infinity
+        ("quantization_bit=[4]", "quantization_bit"),  # TypeError: int() argument must be ...
+        ("output_dir=", "output_dir"),  # read as name 'None': the run went to ./None
+        ("output_dir=/", "output_dir"),  # name '': the run was written into out_dir itself
+        ("val_set_size=2024-01-01", "val_set_size"),
+    ],
+)
+def test_other_tools_keys_with_odd_values_are_one_line_naming_the_key(tmp_path, item, key):
+    p = tmp_path / "run.yaml"
+    key_, _, value = item.partition("=")
+    p.write_text(f"{key_}: {value}\n" if value else f"{key_}:\n")
+    assert _config_refused(p, (), key).startswith(key)
+    assert _config_refused(None, [item], key).startswith(key)
