@@ -126,3 +126,16 @@ def test_range_test_finds_the_good_region_of_a_tiny_model(tmp_path, tiny_tokeniz
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the weights are put back
     assert len(result["losses"]) < 60 or max(result["losses"]) > 0  # stopped at divergence or ran its course
     json.dumps(result)  # saved as JSON with the run
+
+
+def test_max_steps_auto_fills_the_budget_at_the_measured_step_time(tmp_path, tiny_tokenizer, one_thread, monkeypatch):
+    cfg, model, data = _tiny_run(tmp_path, tiny_tokenizer, "steps", 1e-3)
+    cfg.train.max_steps = "auto"
+    with pytest.raises(Exception, match="needs train.max_time_s"):
+        auto.steps_in_budget(cfg, model, tiny_tokenizer, data, make_accelerator(cfg, "no"))
+    cfg.train.max_time_s = 30.0
+    real = auto.steps_in_budget(cfg, model, tiny_tokenizer, data, make_accelerator(cfg, "no"))
+    assert real["max_steps"] == int(30.0 / real["step_s"]) and real["step_s"] > 0
+    # the first step (warm-up) is left out, the median of the rest taken
+    monkeypatch.setattr(auto, "trial_steps", lambda *a, **k: ([0.0] * 6, [9.0, 0.5, 0.4, 0.6, 0.5, 3.0]))
+    assert auto.steps_in_budget(cfg, model, tiny_tokenizer, data, None)["max_steps"] == 60

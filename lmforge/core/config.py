@@ -144,7 +144,8 @@ class TrainConfig(Section):
     """Warmup as a share of max_steps; when set it replaces warmup_steps."""
     decay_ratio: float = Field(0.1, gt=0, le=1)
     """wsd: the share of the post-warmup steps that decay (the rest stay at lr)."""
-    max_steps: int = Field(200, ge=1)
+    max_steps: Union[Literal["auto"], int] = 200
+    """Optimizer steps; auto (with max_time_s): as many as the budget holds at the step time measured at start."""
     epochs: Optional[float] = Field(None, gt=0)
     """Passes over the training data; when set, max_steps is computed from it (per stage)."""
     max_time_s: Optional[float] = Field(None, gt=0)
@@ -176,7 +177,7 @@ class TrainConfig(Section):
     none (or []) for metrics.jsonl only. wandb follows WANDB_MODE (offline works without an account);
     mlflow writes to MLFLOW_TRACKING_URI, else to a local store in log_dir/mlruns."""
 
-    @field_validator("batch_size", "lr", mode="before")
+    @field_validator("batch_size", "lr", "max_steps", mode="before")
     @classmethod
     def _auto_or_positive(cls, v: Any, info) -> Any:
         if v == "auto":
@@ -187,9 +188,9 @@ class TrainConfig(Section):
             number = None
         if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0:
             raise ValueError("a positive number, or auto")
-        if info.field_name == "batch_size":
+        if info.field_name != "lr":
             if number != int(number):
-                raise ValueError("a whole number of sequences, or auto")
+                raise ValueError("a whole number, or auto")
             return int(number)
         return float(number)
 

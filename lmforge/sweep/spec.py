@@ -187,7 +187,8 @@ def field_type(dotted: str) -> Optional[type]:
             return None
         ann = fields[part].annotation
         node = _section(ann)
-    args = [a for a in typing.get_args(ann) if a is not type(None)] or [ann]
+    # Optional[int] and Union[Literal["auto"], int] are int fields too
+    args = [a for a in typing.get_args(ann) if a is not type(None) and typing.get_origin(a) is not Literal] or [ann]
     return args[0] if len(args) == 1 and args[0] in (int, float) else None
 
 

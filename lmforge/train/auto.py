@@ -1,12 +1,15 @@
 """Values a run chooses itself: ``train.batch_size: auto`` (the largest micro-batch that fits, accumulation
-making up the global batch) and ``train.lr: auto`` (a learning-rate range test). Decided once after the plan,
-before the first stage; the resolved config is saved with the run, so a resume reuses the choice.
+making up the global batch), ``train.lr: auto`` (a learning-rate range test) and ``train.max_steps: auto``
+(the steps ``train.max_time_s`` holds at the measured step time). Decided once after the plan, before the
+first stage; the resolved config is saved with the run, so a resume reuses the choice.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -153,9 +156,9 @@ def steepest(lrs: list[float], smoothed: list[float], diverge: float = 4.0) -> f
     return lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)]
 
 
-def range_test(cfg: RunConfig, model, tokenizer, data, accelerator, reference=None, steps: int = 60) -> dict:
-    """Trains ``steps`` optimizer steps with the rate growing from 1e-6 to 1, records the loss, puts the
-    weights (and torch's RNG) back as they were; returns the curve and the chosen rate."""
+def trial_steps(cfg: RunConfig, model, tokenizer, data, accelerator, reference, lrs: list[float], diverge=None):
+    """Optimizer steps at the rates ``lrs`` (stopping early when a loss passes ``diverge`` times the lowest),
+    then the weights and torch's RNG put back as they were: (losses, seconds of each step)."""
     from lmforge.train.loop import make_optimizer
 
     tc = cfg.train
@@ -164,10 +167,11 @@ def range_test(cfg: RunConfig, model, tokenizer, data, accelerator, reference=No
     trainable = [p for p in model.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in trainable]
     rng = torch.get_rng_state()
-    optimizer = make_optimizer(model, tc.model_copy(update={"lr": 1e-6}))
-    lrs, losses = range_lrs(1e-6, 1.0, steps), []
+    optimizer = make_optimizer(model, tc.model_copy(update={"lr": lrs[0]}))
+    losses, seconds = [], []
     model.train()
     for step, lr in enumerate(lrs):
+        start = time.perf_counter()
         for g in optimizer.param_groups:
             g["lr"] = lr
         total = 0.0
@@ -182,14 +186,35 @@ def range_test(cfg: RunConfig, model, tokenizer, data, accelerator, reference=No
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(total)
-        if not math.isfinite(total) or total > 4 * min(losses):
+        seconds.append(time.perf_counter() - start)
+        if diverge and (not math.isfinite(total) or total > diverge * min(losses)):
             break
     with torch.no_grad():
         for p, s in zip(trainable, saved):
             p.copy_(s)
     torch.set_rng_state(rng)
+    return losses, seconds
+
+
+def range_test(cfg: RunConfig, model, tokenizer, data, accelerator, reference=None, steps: int = 60) -> dict:
+    """Trains up to ``steps`` optimizer steps with the rate growing from 1e-6 to 1 (stopping once the loss
+    diverges), puts the weights back; returns the curve and the chosen rate."""
+    lrs = range_lrs(1e-6, 1.0, steps)
+    losses, _ = trial_steps(cfg, model, tokenizer, data, accelerator, reference, lrs, diverge=4.0)
     curve = smooth([x if math.isfinite(x) else 1e9 for x in losses])
     return {"lrs": lrs[: len(losses)], "losses": losses, "smoothed": curve, "lr": steepest(lrs, curve)}
+
+
+def steps_in_budget(cfg: RunConfig, model, tokenizer, data, accelerator, reference=None, probe: int = 6) -> dict:
+    """``train.max_steps: auto``: the budget (``max_time_s``) over the median time of a few real steps (the
+    first, paying for warm-up, left out); the weights are put back."""
+    tc = cfg.train
+    if not tc.max_time_s:
+        raise LmforgeError("train.max_steps=auto needs train.max_time_s, the budget the steps are fitted to")
+    lr = tc.lr if tc.lr != "auto" else 1e-6
+    _, seconds = trial_steps(cfg, model, tokenizer, data, accelerator, reference, [lr] * probe)
+    per_step = statistics.median(seconds[1:])
+    return {"max_steps": max(1, int(tc.max_time_s / per_step)), "step_s": per_step}
 
 
 def save_range_test(result: dict, run_dir: Path) -> Path:
@@ -215,9 +240,10 @@ def save_range_test(result: dict, run_dir: Path) -> Path:
 
 
 def resolve_auto(cfg: RunConfig, plan, accelerator, say: Callable[[str], None] = print) -> bool:
-    """Replaces ``auto`` in ``train.batch_size`` and ``train.lr`` (the run's and each stage's); True when any."""
+    """Replaces ``auto`` in ``train.batch_size``, ``train.lr`` and ``train.max_steps`` (the run's and each
+    stage's), in that order; True when there was any."""
     stages = [cfg, *[s for s in plan.stages if s is not cfg]]
-    if cfg.train.batch_size != "auto" and cfg.train.lr != "auto":
+    if "auto" not in (cfg.train.batch_size, cfg.train.lr, cfg.train.max_steps):
         return False
     if cfg.train.batch_size == "auto":
         fit = _same_everywhere(accelerator, resolve_batch_size(cfg, plan.model, plan.context, accelerator))
@@ -238,6 +264,16 @@ def resolve_auto(cfg: RunConfig, plan, accelerator, say: Callable[[str], None] =
         say(
             f"lr: auto -> {result['lr']:.3g} (range test: {len(result['losses'])} steps from 1e-06 up, the "
             f"steepest fall of the smoothed loss; {png})"
+        )
+    if cfg.train.max_steps == "auto":
+        fit = steps_in_budget(cfg, plan.model, plan.tokenizer, plan.data(cfg), accelerator, plan.reference)
+        fit = _same_everywhere(accelerator, fit)
+        for s in stages:
+            if s.train.max_steps == "auto":
+                s.train.max_steps = fit["max_steps"]
+        say(
+            f"max_steps: auto -> {fit['max_steps']} ({cfg.train.max_time_s:.0f} s at {fit['step_s']:.3f} s a step, "
+            "measured; the schedule still follows the clock)"
         )
     return True
 
