@@ -25,13 +25,16 @@ from lmforge.rewards.phonetics import last_word, rhymes, syllables  # noqa: E402
         ("nuit", "lui"),  # silent t
         ("poète", "tête"),
         ("temps", "printemps"),
+        ("cloches", "approche"),  # open and closed o
     ],
 )
 def test_french_pairs_that_rhyme(a, b):
     assert rhymes(a, b, "fr")
 
 
-@pytest.mark.parametrize("a,b", [("chat", "chien"), ("monde", "mer"), ("femme", "ferme"), ("fils", "fille")])
+@pytest.mark.parametrize(
+    "a,b", [("chat", "chien"), ("monde", "mer"), ("femme", "ferme"), ("fils", "fille"), ("bon", "beau")]
+)
 def test_french_pairs_that_do_not(a, b):
     assert not rhymes(a, b, "fr")
 

