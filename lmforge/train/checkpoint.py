@@ -220,6 +220,14 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     return state
 
 
+def restore_weights(path: Path, model) -> dict:
+    """The weights and RNG only, for a resume that finds a stage (or the whole run) already finished: the next
+    stage starts its own optimizer and schedule, as it did in the uninterrupted run. Returns state.json."""
+    _load_weights(path, model)
+    _set_rng_state(load_file(path / "rng.safetensors"))
+    return json.loads((path / "state.json").read_text(encoding="utf-8"))
+
+
 def _load_weights(path: Path, model) -> None:
     """The trained weights back into ``model``: an adapter through PEFT's own loader, a full model by name from
     its safetensors shards; checkpoints from before manifests kept a ``trainable.safetensors`` copy."""

@@ -22,7 +22,7 @@ from lmforge.train import finetune as ft
 from lmforge.train import pretrain as pt
 from lmforge.train import rl as rlp
 from lmforge.train.auto import resolve_auto
-from lmforge.train.checkpoint import disk_full_is_an_error, latest_checkpoint
+from lmforge.train.checkpoint import disk_full_is_an_error, latest_checkpoint, restore_weights
 from lmforge.train.derived import describe, memory_estimate, print_derived, process_memory
 from lmforge.train.loop import EvalHook, train
 
@@ -106,6 +106,7 @@ def run(
         save_config(cfg, run_dir / "config.yaml")  # with the values chosen: a resume reuses them
 
     offset, step = 0, done
+    restored = last is None  # the checkpoint's weights are in the model (or there is none)
     for i, stage_cfg in enumerate(plan.stages):
         data = None
         if stage_cfg.train.epochs:  # the step count comes from the data
@@ -115,6 +116,9 @@ def run(
         if offset + steps <= done:  # finished before the interruption
             offset += steps
             continue
+        if not restored and done == offset:  # killed right after an earlier stage's last checkpoint
+            restore_weights(last, plan.model)
+            restored = True
         data = data or plan.data(stage_cfg)
         if accelerator.is_main_process and not quiet:
             tokens = cfg.train.batch_size * cfg.train.grad_accum * accelerator.num_processes * plan.context
@@ -143,15 +147,17 @@ def run(
             accelerator=accelerator,
             reference=plan.reference,
             evaluators=plan.evaluators(stage_cfg, data),
-            resume_from=last if done > offset else None,
+            resume_from=last if not restored else None,
             step_offset=offset,
             on_eval=on_eval,
         )
-        step = offset + result.step
+        step, restored = offset + result.step, True
         if result.interrupted:
             break
         offset += steps
 
+    if not restored:  # killed after the last checkpoint, before the model was saved: nothing left to train
+        restore_weights(last, plan.model)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(plan.model)
