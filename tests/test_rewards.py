@@ -46,6 +46,18 @@ def test_english_rhyme_by_sound_not_spelling():
     assert rhymes("glimmerstone", "moan", "en")  # an unknown word goes to espeak-ng, with its partner
 
 
+def test_assonance_partial_credit():
+    from lmforge.rewards.phonetics import assonates
+
+    assert assonates("night", "time", "en") and not rhymes("night", "time", "en")
+    assert assonates("chanson", "monde", "fr") and not assonates("chat", "chien", "fr")
+    poem = "I walk at night\nI lose the time\nThe sky is blue\nThe sea is green\n"
+    assert rhyme_counts(poem, "en", "AABB") == (0, 2)
+    assert rhyme_counts(poem, "en", "AABB", assonance=0.25) == (0.25, 2)  # night/time share AY, blue/green nothing
+    r = RewardTerm.make("rhyme_en", args={"scheme": "AABB", "assonance": 0.25})
+    assert r.fn(prompts=[""], completions=[poem]) == [0.125]
+
+
 def test_identical_end_words_are_not_rhymes():
     assert not rhymes("amour", "amour", "fr")
     assert rhyme_counts("I love the night\nI love the night\n", "en", "AABB") == (0, 1)

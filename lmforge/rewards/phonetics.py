@@ -102,11 +102,35 @@ def rhymes(a: str, b: str, lang: str) -> bool:
     spelled identically). Words CMUdict knows are compared by CMUdict; if one is unknown both go to espeak-ng."""
     if not a or not b or a == b:
         return False
+    ka, kb = _comparable_keys(a, b, lang)
+    return any(k == m and k not in ("", "ipa:") for k in ka for m in kb)
+
+
+def assonates(a: str, b: str, lang: str) -> bool:
+    """The line ends share the vowel their rhyme starts with (a weaker tie than rhyme), not being the same word."""
+    if not a or not b or a == b:
+        return False
+    ka, kb = _comparable_keys(a, b, lang)
+    return any(_vowel_of(k) and _vowel_of(k) == _vowel_of(m) for k in ka for m in kb)
+
+
+def _comparable_keys(a: str, b: str, lang: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Both words' keys from the same source: CMUdict for both, or espeak-ng for both when one is unknown."""
     ka, kb = rhyme_keys(a, lang), rhyme_keys(b, lang)
     if lang == "en" and (ka[0].startswith("ipa:") != kb[0].startswith("ipa:")):
         ka = ("ipa:" + _last_vowel_on(phonemes(a, lang), lang),)
         kb = ("ipa:" + _last_vowel_on(phonemes(b, lang), lang),)
-    return any(k == m and k not in ("", "ipa:") for k in ka for m in kb)
+    return ka, kb
+
+
+def _vowel_of(key: str) -> str:
+    """The vowel a rhyme key starts with: CMUdict's first phone, or the IPA vowel letters with their marks."""
+    if not key.startswith("ipa:"):
+        return key.split()[0] if key else ""
+    ipa, j = key[4:], 1
+    while j < len(ipa) and (unicodedata.combining(ipa[j]) or ipa[j] in _VOWELS):
+        j += 1
+    return ipa[:j]
 
 
 def syllables(line: str, lang: str) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from lmforge.core.errors import LmforgeError
 from lmforge.core.registry import REWARDS
-from lmforge.rewards.phonetics import last_word, rhymes, syllables
+from lmforge.rewards.phonetics import assonates, last_word, rhymes, syllables
 
 SCHEMES = {"AABB": ((0, 1), (2, 3)), "ABAB": ((0, 2), (1, 3)), "ABBA": ((0, 3), (1, 2))}
 
@@ -36,10 +36,15 @@ def scheme_pairs(n_lines: int, scheme: str) -> list[tuple[int, int]]:
     return [(i, j) for i, j in SCHEMES[key] if j < n_lines]
 
 
-def rhyme_counts(text: str, lang: str, scheme: str = "AABB") -> tuple[int, int]:
+def rhyme_counts(text: str, lang: str, scheme: str = "AABB", assonance: float = 0.0) -> tuple[float, int]:
     """(rhyming, asked): pairs the scheme asks for that rhyme, and pairs it asks for; for ``any``, lines that
-    rhyme with another line of their quatrain, and lines in quatrains of at least two lines."""
-    hit = asked = 0
+    rhyme with another line of their quatrain, and lines in quatrains of at least two lines. With ``assonance``
+    a pair that does not rhyme but shares the rhyme's vowel counts for that much (a denser reward)."""
+    hit, asked = 0.0, 0
+
+    def tie(a: str, b: str) -> float:
+        return 1.0 if rhymes(a, b, lang) else assonance if assonance and assonates(a, b, lang) else 0.0
+
     for q in quatrains(text):
         ends = [last_word(line) for line in q]
         if scheme.upper() == "ANY":
@@ -47,11 +52,11 @@ def rhyme_counts(text: str, lang: str, scheme: str = "AABB") -> tuple[int, int]:
                 continue
             asked += len(ends)
             n = len(ends)
-            hit += sum(any(rhymes(ends[i], ends[j], lang) for j in range(n) if j != i) for i in range(n))
+            hit += sum(max(tie(ends[i], ends[j]) for j in range(n) if j != i) for i in range(n))
             continue
         for i, j in scheme_pairs(len(ends), scheme):
             asked += 1
-            hit += rhymes(ends[i], ends[j], lang)
+            hit += tie(ends[i], ends[j])
     return hit, asked
 
 
@@ -69,10 +74,10 @@ def complete_lines(text: str) -> str:
     return text if text.endswith("\n") else text[: text.rfind("\n") + 1]
 
 
-def _rhyme(completions: list, lang: str, scheme: str) -> list[float]:
+def _rhyme(completions: list, lang: str, scheme: str, assonance: float) -> list[float]:
     out = []
     for c in completions:
-        hit, asked = rhyme_counts(complete_lines(_text(c)), lang, scheme)
+        hit, asked = rhyme_counts(complete_lines(_text(c)), lang, scheme, assonance)
         out.append(hit / asked if asked else 0.0)
     return out
 
@@ -85,16 +90,20 @@ def _text(completion: Any) -> str:
 
 
 @REWARDS.register("rhyme_fr")
-def rhyme_fr(prompts: list, completions: list, scheme: str = "AABB", **columns: Any) -> list[float]:
+def rhyme_fr(
+    prompts: list, completions: list, scheme: str = "AABB", assonance: float = 0.0, **columns: Any
+) -> list[float]:
     """Share of the pairs the scheme asks for whose French line ends rhyme (espeak-ng pronunciations); a last
     line without its newline (cut by the token budget) is not counted."""
-    return _rhyme(completions, "fr", scheme)
+    return _rhyme(completions, "fr", scheme, assonance)
 
 
 @REWARDS.register("rhyme_en")
-def rhyme_en(prompts: list, completions: list, scheme: str = "AABB", **columns: Any) -> list[float]:
+def rhyme_en(
+    prompts: list, completions: list, scheme: str = "AABB", assonance: float = 0.0, **columns: Any
+) -> list[float]:
     """Share of the pairs the scheme asks for whose English line ends rhyme (CMUdict, espeak-ng fallback)."""
-    return _rhyme(completions, "en", scheme)
+    return _rhyme(completions, "en", scheme, assonance)
 
 
 @REWARDS.register("syllables")
