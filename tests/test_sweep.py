@@ -174,7 +174,7 @@ def test_sigkill_mid_trial_then_rerun_finishes_the_budget(tmp_path):
     assert killed[1].state == optuna.trial.TrialState.RUNNING
     first_done = (tmp_path / "runs" / "s" / "trial-0" / "metrics.jsonl").read_text()
 
-    r = _lmforge("sweep", path)
+    r = _lmforge("resume", tmp_path / "runs" / "s")  # as `lmforge sweep` again: the sweep file is kept beside it
     out, _ = r.communicate(timeout=600)
     assert r.returncode == 0, out
     assert "trials 1 died with their process; queued again" in out

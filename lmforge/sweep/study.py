@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import optuna
 import sqlalchemy
+import yaml
 from optuna.trial import TrialState
 
 from lmforge.core.config import RunConfig, apply_override, load_config
@@ -152,6 +153,7 @@ def run_sweep(path: str | Path, say: Callable[[str], None] = print) -> optuna.St
     sweep, tree, base = load_sweep(path)
     folder = sweep_dir(sweep, base)
     study = open_study(sweep, folder)
+    _keep_sweep_file(sweep, folder)
     if sweep.baseline and not study.get_trials(deepcopy=False):
         study.enqueue_trial(baseline_values(sweep, base))
     revived = revive_dead_trials(study)
@@ -205,6 +207,14 @@ def run_sweep(path: str | Path, say: Callable[[str], None] = print) -> optuna.St
     study.optimize(objective, timeout=sweep.budget.timeout_s, catch=(TrialFailed,), callbacks=[after])
     link_best(study, folder)
     return study
+
+
+def _keep_sweep_file(sweep: Sweep, folder: Path) -> None:
+    """The sweep as run, beside its study: ``lmforge resume runs/<sweep>`` reads it."""
+    text = yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
+    tmp = folder / f".sweep.yaml.{os.getpid()}"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, folder / "sweep.yaml")
 
 
 def revive_dead_trials(study: optuna.Study) -> list[int]:
