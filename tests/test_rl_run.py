@@ -136,3 +136,24 @@ def test_online_dpo_from_rollouts(tmp_path, tiny_model_dir):
     rows = [r for r in metrics(run) if "rollout/reward" in r]
     assert [r["step"] for r in rows] == [1, 2]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in metrics(run) if "loss" in r)
+
+
+def test_replay_buffer_brings_back_the_best_sequences(tmp_path, tiny_model_dir):
+    from lmforge.data.batches import Layout
+    from lmforge.model import load_model_and_tokenizer
+    from lmforge.rewards import Rewards, RewardTerm
+    from lmforge.train.rollouts import Rollouts
+
+    cfg = load_config(None, rl_overrides(tmp_path, "replay", tiny_model_dir, "tb", **{"rl.replay": 1}))
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    rewards = Rewards([RewardTerm.make("tests.user_plugins:length_reward")])  # longer text, higher reward
+    src = Rollouts(cfg, model, tok, [{"prompt": "The"}], rewards, Layout(1, 1))
+    first = src.train_step(0)[0]
+    best_reward, best_ids = src._buffer["The"][0]
+    assert best_reward == max(first["rewards"].tolist())
+    second = src.train_step(1)[0]
+    start = int(second["completion_start"][-1])
+    row = second["input_ids"][-1, start : start + len(best_ids)].tolist()
+    assert row == list(best_ids) and second["rewards"][-1].item() == best_reward  # the last sample is replayed
+    with pytest.raises(LmforgeError, match="rl.replay"):
+        load_config(None, ["rl.algorithm=rloo", "rl.replay=1"])

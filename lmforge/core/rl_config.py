@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ALGORITHMS = ("rloo", "grpo", "tb", "subtb", "dpo")
 
@@ -57,6 +57,11 @@ class RLConfig(_Section):
     """rloo/grpo: PPO clip of the probability ratio when a rollout is reused."""
     reuse: int = Field(1, ge=1)
     """Optimizer steps taken on each batch of rollouts (the ratio to the sampling policy is clipped)."""
+    replay: int = Field(0, ge=0)
+    """tb/subtb: of a prompt's K samples, this many are replaced by its best earlier ones (a buffer of the best
+    unique sequences: off-policy exploration, valid for GFlowNet losses; the buffer starts empty on resume)."""
+    replay_size: int = Field(16, ge=1)
+    """tb/subtb: sequences the replay buffer keeps per prompt."""
     reward_scale: float = Field(1.0, gt=0)
     """tb/subtb: beta in log R = log p_ref / T + beta * reward."""
     ref_temperature: float = Field(1.0, gt=0)
@@ -68,6 +73,14 @@ class RLConfig(_Section):
     dpo_beta: float = Field(0.1, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     """dpo: conservative DPO's assumed share of flipped preferences."""
+
+    @model_validator(mode="after")
+    def _replay(self) -> RLConfig:
+        if self.replay and self.algorithm not in ("tb", "subtb"):
+            raise ValueError("rl.replay is for the off-policy GFlowNet losses (tb, subtb)")
+        if self.replay >= self.num_generations:
+            raise ValueError("rl.replay must be below rl.num_generations (some samples must be fresh)")
+        return self
 
     @field_validator("rewards", mode="before")
     @classmethod

@@ -89,6 +89,7 @@ class Rollouts:
         self.prompts, self.rewards, self.layout, self.reference = prompts, rewards, layout, reference
         self.k = cfg.rl.num_generations
         self._cache: dict[int, list[dict]] = {}
+        self._buffer: dict[str, list[tuple[float, tuple[int, ...]]]] = {}  # prompt -> best (reward, ids)
         self._metrics: dict = {}
         self.eos = tokenizer.eos_token_id
 
@@ -135,6 +136,8 @@ class Rollouts:
     def _micro_batch(self, rows: list[dict], seed: int) -> tuple[dict, dict]:
         prompt_ids = [encode_prompt(r["prompt"], self.tokenizer) for r in rows]
         completions = sample(self.model, self.tokenizer, prompt_ids, self.k, self.rl, seed)
+        if self.rl.replay:
+            self._replay(rows, completions)
         examples, starts, lengths = [], [], []
         for n, c in enumerate(completions):
             p = prompt_ids[n // self.k]
@@ -151,6 +154,8 @@ class Rollouts:
         if self.rewards.needs_reference:
             columns["ref_mean_logprob"] = self._ref_mean_logprob(batch)
         total, parts = self.rewards(prompts, texts, **columns)
+        if self.rl.replay:
+            self._remember(prompts, completions, total)
         r = torch.tensor(total, dtype=torch.float32)
         batch["rewards"] = r
         grouped = r.view(-1, self.k)
@@ -171,6 +176,22 @@ class Rollouts:
             ok = [v for v in values if not math.isnan(v)]
             log[f"reward/{name}"] = sum(ok) / len(ok) if ok else float("nan")
         return batch, log
+
+    def _replay(self, rows: list[dict], completions: list[list[int]]) -> None:
+        """The last ``rl.replay`` samples of each prompt become its best remembered sequences (if any)."""
+        for g, row in enumerate(rows):
+            best = self._buffer.get(row["prompt"], [])[: self.rl.replay]
+            for j, (_, ids) in enumerate(best):
+                completions[g * self.k + self.k - 1 - j] = list(ids)
+
+    def _remember(self, prompts: list[str], completions: list[list[int]], rewards: list[float]) -> None:
+        """Keeps each prompt's ``rl.replay_size`` best unique sequences."""
+        for p, c, r in zip(prompts, completions, rewards):
+            kept = self._buffer.setdefault(p, [])
+            if all(ids != tuple(c) for _, ids in kept):
+                kept.append((r, tuple(c)))
+                kept.sort(key=lambda x: -x[0])
+                del kept[self.rl.replay_size :]
 
     def _ref_mean_logprob(self, batch: dict) -> list[float]:
         dev = next(self.model.parameters()).device
