@@ -68,7 +68,7 @@ def spelled_scheme(ends: list[str]) -> tuple[str | None, str | None]:
 def measure(quatrains: list[list[str]], lang: str, seed: int = 0) -> dict:
     rng = random.Random(seed)
     found = asked = hard_found = hard_asked = 0
-    pairs_seen = []
+    pairs_seen, hard_seen = [], []
     for q in quatrains:
         ends = [last_word(line) for line in q]
         scheme, partial = spelled_scheme(ends)
@@ -80,8 +80,9 @@ def measure(quatrains: list[list[str]], lang: str, seed: int = 0) -> dict:
         elif partial:
             for i, j in SCHEMES[partial]:
                 if spelling(ends[i]) != spelling(ends[j]):
-                    hard_found += rhymes(ends[i], ends[j], lang)
-                    hard_asked += 1
+                    hit = rhymes(ends[i], ends[j], lang)
+                    hard_found, hard_asked = hard_found + hit, hard_asked + 1
+                    hard_seen.append((ends[i], ends[j], hit))
     # shuffled: each end word against an end word of another quatrain
     ends_all = [(k, last_word(line)) for k, q in enumerate(quatrains) for line in q]
     shuffled = hits = 0
@@ -103,6 +104,7 @@ def measure(quatrains: list[list[str]], lang: str, seed: int = 0) -> dict:
         "corpus_abab_rate": rhyme_rate(texts, lang, "ABAB"),
         "corpus_any_pair_rate": rhyme_rate(texts, lang, "any"),
         "_pairs": pairs_seen,
+        "_hard_pairs": hard_seen,
         "_shuffled_sample": [(a, b) for (_, a), (_, b) in (rng.sample(ends_all, 2) for _ in range(200))],
     }
 
@@ -114,15 +116,16 @@ def main() -> None:
     results = {"fr": measure(french, "fr"), "en": measure(english, "en")}
     rng = random.Random(1)
     fr = results["fr"]
-    # twenty French pairs to check by hand: 14 spelled-scheme pairs, 6 shuffled pairs
-    check = rng.sample(fr["_pairs"], 14) + [(a, b, rhymes(a, b, "fr")) for a, b in fr["_shuffled_sample"][:6]]
+    # twenty French pairs to check by hand: 8 of spelled schemes, 6 pronunciation-only, 6 shuffled
+    shuffled = [(a, b, rhymes(a, b, "fr")) for a, b in fr["_shuffled_sample"][:6]]
+    check = rng.sample(fr["_pairs"], 8) + rng.sample(fr["_hard_pairs"], 6) + shuffled
     hand = [
         {"a": a, "b": b, "detector": bool(hit), "key_a": rhyme_keys(a, "fr")[0], "key_b": rhyme_keys(b, "fr")[0],
          "ipa_a": phonemes(a, "fr"), "ipa_b": phonemes(b, "fr")}
         for a, b, hit in check
     ]  # fmt: skip
     for r in results.values():
-        r.pop("_pairs"), r.pop("_shuffled_sample")
+        r.pop("_pairs"), r.pop("_hard_pairs"), r.pop("_shuffled_sample")
     print(f"{'':<34}{'French':>10}{'English':>10}")
     for key in results["fr"]:
         vals = [results[lang][key] for lang in ("fr", "en")]
