@@ -206,3 +206,16 @@ def test_skip_nonfinite_skips_the_bad_step_without_an_update(tmp_path, tiny_toke
     assert state["skipped"] == 1
     assert torch.equal(data.snapshots[3], data.snapshots[4])  # the skipped step updated nothing
     assert not torch.equal(data.snapshots[4], data.snapshots[5])  # the next one did
+
+
+def test_killed_between_the_last_checkpoint_and_the_model_save_resumes_to_the_trained_model(tmp_path, uninterrupted):
+    # a kill after checkpoints/step-6 was written but before model/ was: resume has nothing to train, and must
+    # still save the trained weights (it saved the untrained model)
+    assert main(_pretrain_args(tmp_path, "late", "train.max_steps=6")) == 0
+    run = tmp_path / "runs" / "late"
+    import shutil
+
+    shutil.rmtree(run / "model")
+    assert main(["resume", str(run)]) == 0
+    full, late = _weights(uninterrupted), _weights(run)
+    assert all(torch.equal(full[k], late[k]) for k in full)
