@@ -157,3 +157,12 @@ def test_replay_buffer_brings_back_the_best_sequences(tmp_path, tiny_model_dir):
     assert row == list(best_ids) and second["rewards"][-1].item() == best_reward  # the last sample is replayed
     with pytest.raises(LmforgeError, match="rl.replay"):
         load_config(None, ["rl.algorithm=rloo", "rl.replay=1"])
+
+
+def test_validate_reads_rl_recipes_as_lmforge_rl(capsys):
+    from tests.conftest import ROOT
+
+    assert main(["validate", str(ROOT / "recipes" / "rl-poet-fr.yaml")]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert main(["validate", str(ROOT / "recipes" / "rl-poet-fr.yaml"), "train.objective=causal_lm"]) == 0
+    assert main(["validate", str(ROOT / "recipes" / "rl-poet-fr.yaml"), "train.objective=unlikelihood"]) == 2

@@ -1,7 +1,7 @@
 """``lmforge validate CONFIG.yaml [key=value ...]``: the resolved config, or one line saying what is wrong.
 
-The config is checked as the command that would run it reads it: ``finetune`` when ``model.base`` is set,
-else ``pretrain`` (a key that command would ignore is an error here too)."""
+The config is checked as the command that would run it reads it: ``rl`` when ``rl.algorithm`` is set,
+``finetune`` when ``model.base`` is, else ``pretrain`` (a key that command would ignore is an error here too)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     cfg = load_config(args.config, args.overrides)
-    reject_unused(cfg, "finetune" if cfg.model.base else "pretrain")
+    reject_unused(cfg, "rl" if cfg.rl.algorithm else "finetune" if cfg.model.base else "pretrain")
     print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
     print(f"# {args.config}: valid")
     return 0
