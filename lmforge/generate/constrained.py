@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Any, Optional
 
 import numpy as np
@@ -38,6 +39,7 @@ PRIORITY = ["}", "]", '"', ",", "0", "1", "n", "t", "f", ":", " ", "."]
 IN_STRING = ['"'] + PRIORITY
 # Characters that no JSON structure admits: if the grammar allows one, we are inside a string.
 TEXT_ONLY = "qxzjkwyvQXZJKWYV"
+_LOG_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: ")
 MAX_CLOSE = 1024  # a closing path longer than this counts as "cannot close"
 TOP_K = 8  # near the budget, this many of the model's best tokens are checked one by one
 
@@ -67,7 +69,7 @@ def check_schema(schema: Any, source: str = "schema") -> Optional[dict]:
     try:
         xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
     except Exception as e:  # xgrammar raises RuntimeError/ValueError with a multi-line message
-        first = first_line(e)
+        first = _LOG_PREFIX.sub("", first_line(e))  # "[00:14:09] /project/cpp/json_schema_converter.cc:5082: "
         raise LmforgeError(f"{source}: invalid JSON schema: {first}") from None
     return schema
 
@@ -121,6 +123,8 @@ class JsonConstraint:
         self.stop_bits = sum(1 << t for t in self.stop_ids)
         self.bitmask = xgr.allocate_token_bitmask(1, self.vocab_size)
         shortest = self.closing_path(xgr.GrammarMatcher(self.compiled))
+        if shortest == []:  # the grammar ends before any value: nothing satisfies the schema ({"anyOf": []})
+            raise LmforgeError("schema: no JSON value satisfies it (an empty anyOf, a false subschema, ...)")
         if shortest is None:
             raise LmforgeError(
                 "schema: no valid JSON found that this tokenizer can spell "

@@ -8,13 +8,14 @@ test_fraction; examples/cantos/task.yaml is one) or from ``"package.module:funct
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from lmforge.core.errors import LmforgeError, did_you_mean
+from lmforge.core.errors import LmforgeError, did_you_mean, first_line
 from lmforge.core.registry import TASKS
+from lmforge.core.yamlio import read_yaml
+from lmforge.data.readers import lines, loads, read_text
 from lmforge.data.split import SPLIT_SEED, TEST_FRACTION, split_rows  # noqa: F401 (re-exported)
 from lmforge.generate.constrained import check_schema
 from lmforge.scoring import metrics as M
@@ -74,13 +75,10 @@ def read_jsonl(path: str | Path, keys: tuple[str, ...] = ("input", "output")) ->
     if not p.is_file():
         raise LmforgeError(f"task data not found: {p}")
     rows = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(lines(read_text(p)), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise LmforgeError(f"{p}:{n}: not valid JSON ({e.msg}, column {e.colno})") from None
+        row = loads(line, f"{p}:{n}")
         if not isinstance(row, dict):
             raise LmforgeError(f"{p}:{n}: expected an object with keys {list(keys)}, got {type(row).__name__}")
         for k in keys:
@@ -112,49 +110,85 @@ _YAML_KEYS = {
 
 def task_from_yaml(path: str | Path, data: Optional[str] = None, split: str = "all") -> Task:
     """A task described in YAML; its ``data`` path is relative to the YAML file."""
-    import yaml
-
     p = Path(path)
-    try:
-        spec = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise LmforgeError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
+    spec = read_yaml(p) or {}
     if not isinstance(spec, dict):
         raise LmforgeError(f"{p}: a task is a mapping (name, data, template, ...)")
-    unknown = sorted(set(spec) - _YAML_KEYS)
+    unknown = sorted(str(k) for k in set(spec) - _YAML_KEYS)
     if unknown:
         raise LmforgeError(f"{p}: unknown task key {unknown[0]!r}; known: {', '.join(sorted(_YAML_KEYS))}")
-    src = data or spec.get("data")
+    src = data or _text(spec, "data", None, p)
     if not src:
         raise LmforgeError(f"{p}: key 'data' is required (a JSONL file)")
     src = Path(src) if data or Path(src).is_absolute() else p.parent / src
-    in_key, out_key = spec.get("input_key", "input"), spec.get("output_key", "output")
+    in_key, out_key = _text(spec, "input_key", "input", p), _text(spec, "output_key", "output", p)
     schema = check_schema(spec.get("schema"), f"{p}: key 'schema'")
-    metrics = spec.get("metrics") or (
+    metrics = _texts(spec, "metrics", p) or (
         ["json_em", "field_f1", "json_valid", "schema_valid"]
         if schema
         else ["exact_match", "rouge1", "rouge2", "rougeL"]
     )
-    reward_metric = spec.get("reward_metric", metrics[0])
+    reward_metric = _text(spec, "reward_metric", metrics[0], p)
     for m in [*metrics, reward_metric]:
-        M.METRICS.get(m)  # unknown names fail now, with a suggestion
+        try:  # unknown names fail now, with a suggestion
+            if M.METRICS.get(m).fn is None:
+                raise LmforgeError(f"metric {m!r} is computed on whole texts (lmforge eval --text), not per answer")
+        except LmforgeError as e:
+            raise LmforgeError(f"{p}: key {'metrics' if m in metrics else 'reward_metric'!r}: {e}") from None
+    seed, test_fraction = spec.get("seed", SPLIT_SEED), spec.get("test_fraction", TEST_FRACTION)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise LmforgeError(f"{p}: key 'seed' must be a whole number, got {seed!r}")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise LmforgeError(f"{p}: key 'test_fraction' must be a number between 0 and 1, got {test_fraction!r}")
+    if not data and not src.is_file():
+        raise LmforgeError(f"{p}: key 'data': task data not found: {src}")
     rows = read_jsonl(src, (in_key, out_key))
     if schema is not None:  # the answers are JSON: a reference that is not would score every answer 0
         for n, row in enumerate(rows, 1):
             if M.parse_json(row[out_key]) is M._INVALID:
                 raise LmforgeError(f"{src}: example {n}: {out_key!r} is not valid JSON (the task has a schema)")
+    name = spec.get("name")
     task = Task(
-        name=spec.get("name", p.stem),
+        name=p.stem if name is None else str(name),
         rows=rows,
-        template=spec.get("template", f"{{{in_key}}}\n{{{out_key}}}"),
+        template=_text(spec, "template", f"{{{in_key}}}\n{{{out_key}}}", p),
         schema=schema,
         metrics=list(metrics),
-        stop=list(spec.get("stop", [])),
+        stop=_texts(spec, "stop", p),
         input_key=in_key,
         output_key=out_key,
         reward_metric=reward_metric,
     )
-    return task.split(split, int(spec.get("seed", SPLIT_SEED)), float(spec.get("test_fraction", TEST_FRACTION)))
+    _check_template(task, src, p)
+    return task.split(split, seed, float(test_fraction))
+
+
+def _text(spec: dict, key: str, default: Optional[str], p: Path) -> Optional[str]:
+    value = spec.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise LmforgeError(f"{p}: key {key!r} must be text, got {type(value).__name__} {value!r}"[:300])
+    return value
+
+
+def _texts(spec: dict, key: str, p: Path) -> list[str]:
+    """A key holding one string or a list of strings, as a list (empty when absent)."""
+    value = spec.get(key)
+    value = [] if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise LmforgeError(f"{p}: key {key!r} must be a string or a list of strings, got {value!r}"[:300])
+    return value
+
+
+def _check_template(task: Task, src: Path, p: Path) -> None:
+    """Renders every row's prompt once, so that a template naming a column a row lacks (or written in a way
+    ``str.format`` refuses) fails at load, naming the row, not in the middle of an evaluation."""
+    for n, row in enumerate(task.rows, 1):
+        try:
+            task.prompt(row)
+        except KeyError as e:
+            raise LmforgeError(f"{p}: key 'template' uses {{{e.args[0]}}}, which {src} example {n} lacks") from None
+        except (ValueError, IndexError, AttributeError, TypeError) as e:
+            raise LmforgeError(f"{p}: key 'template' {task.template!r}: {first_line(e)}"[:300]) from None
 
 
 def load_task(spec: str, data: Optional[str] = None, split: str = "all") -> Task:

@@ -12,6 +12,8 @@ from lmforge.core.config import DataConfig, SourceConfig, load_config
 from lmforge.core.errors import LmforgeError
 from lmforge.data.examples import source_examples
 from lmforge.data.readers import read_records
+from lmforge.generate.constrained import JsonConstraint, check_schema
+from lmforge.scoring.tasks import load_task
 
 
 def _refused(path, *where: str) -> str:
@@ -135,3 +137,79 @@ def test_other_tools_keys_with_odd_values_are_one_line_naming_the_key(tmp_path, 
     p.write_text(f"{key_}: {value}\n" if value else f"{key_}:\n")
     assert _config_refused(p, (), key).startswith(key)
     assert _config_refused(None, [item], key).startswith(key)
+
+
+# ---- task files ----------------------------------------------------------------------------------------
+
+
+def _task(tmp_path, spec: str, rows: bytes = b'{"input": "2+2", "output": "4"}\n{"input": "1+1", "output": "2"}\n'):
+    (tmp_path / "rows.jsonl").write_bytes(rows)
+    p = tmp_path / "task.yaml"
+    p.write_text("data: rows.jsonl\n" + spec)
+    return p
+
+
+def _task_refused(p, *names: str) -> str:
+    with pytest.raises(LmforgeError) as e:
+        load_task(str(p))
+    return one_line(str(e.value), names or (str(p),))
+
+
+@pytest.mark.parametrize(
+    "spec,said",
+    [
+        ("metrics: 5\n", "key 'metrics'"),  # TypeError: 'int' object is not subscriptable
+        ("stop: 5\n", "key 'stop'"),  # TypeError: 'int' object is not iterable
+        ("input_key: [a]\n", "key 'input_key'"),  # TypeError: unhashable type: 'list'
+        ("template: 5\n", "key 'template'"),  # AttributeError at the first prompt
+        ("seed: abc\n", "key 'seed'"),  # ValueError: invalid literal for int()
+        ("test_fraction: .nan\n", "key 'test_fraction'"),  # ValueError: cannot convert float NaN to integer
+        ("template: '{question} {output}'\n", "{question}"),  # KeyError in the middle of an evaluation
+        ("template: '{input[0]!z}'\n", "key 'template'"),  # ValueError in the middle of an evaluation
+        ("metrics: [perplexity]\n", "whole texts"),  # refused only when evaluate() ran
+        ("metrics: [rouge]\n", "key 'metrics'"),
+    ],
+)
+def test_task_yaml_odd_values_fail_at_load_naming_the_key(tmp_path, spec, said):
+    assert said in _task_refused(_task(tmp_path, spec))
+
+
+def test_one_metric_written_as_text_is_that_metric(tmp_path):
+    # used to be read letter by letter: "unknown metric 'j'"
+    assert load_task(str(_task(tmp_path, "metrics: exact_match\n"))).metrics == ["exact_match"]
+
+
+@pytest.mark.parametrize(
+    "rows,said",
+    [
+        (b'{"input": "a", "output": "b"}\n\xff\n', "not UTF-8"),  # UnicodeDecodeError
+        (b'{"input": "a", "output": "b", "n": ' + b"9" * 5000 + b"}\n", "digits"),  # AttributeError: no .msg
+        (b'{"input": "a", "output": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", "nested too deeply"),  # RecursionError
+    ],
+)
+def test_task_rows_that_python_cannot_read_are_one_line(tmp_path, rows, said):
+    p = _task(tmp_path, "", rows)
+    assert said in _task_refused(p, f"{tmp_path / 'rows.jsonl'}:")
+
+
+def test_a_task_yaml_not_in_utf8_is_one_line(tmp_path):
+    p = tmp_path / "task.yaml"
+    p.write_bytes(b"data: rows.jsonl\nname: \xe9t\xe9\n")  # Latin-1: UnicodeDecodeError before
+    assert "not UTF-8" in _task_refused(p)
+
+
+# ---- JSON schemas ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schema", [{"anyOf": []}, {"type": "object", "properties": {"a": False}, "required": ["a"]}])
+def test_a_schema_nothing_satisfies_is_refused_not_decoded_to_an_empty_string(schema):
+    # xgrammar compiles {"anyOf": []}; decoding under it stopped at once and returned "" (not JSON)
+    with pytest.raises(LmforgeError) as e:
+        JsonConstraint(chat_tokenizer(), schema)
+    one_line(str(e.value), ("schema",))
+
+
+def test_xgramars_log_prefix_is_not_part_of_the_message():
+    with pytest.raises(LmforgeError) as e:
+        check_schema({"type": "strin"})
+    assert str(e.value) == 'schema: invalid JSON schema: Unsupported type "strin"'
