@@ -59,11 +59,11 @@ def test_preview_marks_trained_tokens_and_counts(chat_config, tmp_path, capsys):
 
 
 def test_preview_counts_the_rows_the_context_cuts(chat_config, capsys):
-    assert main(["data", "preview", str(chat_config), "model.context=24", "--rows", "0"]) == 0
+    assert main(["data", "preview", str(chat_config), "model.context=32", "--rows", "0"]) == 0
     out = capsys.readouterr().out
     assert "--- example" not in out
-    cut = [line for line in out.splitlines() if line.startswith("context 24 cuts")][0]
-    assert not cut.startswith("context 24 cuts 0 of")
+    cut = [line for line in out.splitlines() if line.startswith("context 32 cuts")][0]
+    assert not cut.startswith("context 32 cuts 0 of")
 
 
 def test_preview_of_alpaca_rows_without_a_chat_template(tmp_path, tiny_model_dir, capsys):

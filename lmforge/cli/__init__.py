@@ -32,7 +32,7 @@ COMMANDS = {
     "eval": "evaluate models on text and tasks; one comparison table",
     "inspect": "HTML report: surprisal, logit lens, attention, attributions",
     "doctor": "check a model, tokenizer, data and config for known pitfalls",
-    "export": "merge a LoRA adapter into its base (`lmforge export merge`)",
+    "export": "merge a LoRA adapter into its base, or write a GGUF file for llama.cpp (`lmforge export merge|gguf`)",
     "serve": "serve a model over an OpenAI-compatible HTTP API, with a playground page",
     "chat": "talk to a model in the terminal through its chat template (/reset, /temp 0.4, ...)",
 }

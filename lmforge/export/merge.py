@@ -35,13 +35,18 @@ def merge_adapter(
     folder = find_adapter(adapter)
     if (out / "adapter_config.json").is_file() or out.resolve() == folder.resolve():
         raise LmforgeError(f"--out {out}: would overwrite the adapter; choose another folder")
-    peft_model, tokenizer = load_model_and_tokenizer(
-        folder, base=base, dtype=dtype, trust_remote_code=trust_remote_code
-    )
-    merged = peft_model.merge_and_unload()  # W <- W + (alpha/r) B A, adapters removed
-    merged.config.pad_token_id = tokenizer.pad_token_id
-    if merged.generation_config is not None:
-        merged.generation_config.pad_token_id = tokenizer.pad_token_id
+    merged, tokenizer = merged_model(folder, base=base, dtype=dtype, trust_remote_code=trust_remote_code)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_model_folder(merged, tokenizer, out)
     return out
+
+
+def merged_model(path: str | Path, base: Optional[str] = None, dtype=None, trust_remote_code: bool = False):
+    """``(model, tokenizer)`` of a model, run or adapter, with any LoRA adapter merged into its base in memory."""
+    model, tokenizer = load_model_and_tokenizer(path, base=base, dtype=dtype, trust_remote_code=trust_remote_code)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()  # W <- W + (alpha/r) B A, adapters removed
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if model.generation_config is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer

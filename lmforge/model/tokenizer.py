@@ -19,10 +19,18 @@ BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
 SPECIALS = [PAD, BOS, EOS, UNK]
 # Always in the alphabet: JSON's structural characters, digits, quote and escape, space and newline.
 JSON_ALPHABET = list('{}[]:,"\\-.0123456789 \n\t') + list("truefalsn")
-# Pieces: an optional space then a run of letters, or of digits, or one other character; whitespace runs.
-PRETOKENIZE = r" ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]|\s+"
-# The same with one piece per digit (as Llama does): numbers are then read and copied digit by digit.
-PRETOKENIZE_DIGITS = r" ?\p{L}+| ?\p{N}| ?[^\s\p{L}\p{N}]|\s+"
+# Pieces, as Llama 3 splits text: English contractions; a run of letters with at most one other character
+# before it (" the", "'tis"); up to three digits; a run of punctuation with the line breaks after it; line
+# breaks with the spaces before them; other whitespace. BPE merges never cross a piece. The regex is Llama
+# 3's own, character for character, so llama.cpp (pre-tokenizer "llama-bpe") splits exported models' text
+# exactly as training did.
+PRETOKENIZE = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+# The same with one piece per digit (Qwen2's regex; llama.cpp's "qwen2"): numbers are then read and copied
+# digit by digit.
+PRETOKENIZE_DIGITS = PRETOKENIZE.replace(r"\p{N}{1,3}", r"\p{N}")
 
 
 def train_tokenizer(
