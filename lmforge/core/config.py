@@ -434,6 +434,20 @@ def load_config(path: Optional[str | Path] = None, overrides: list[str] = (), ba
         raise LmforgeError(f"{source}: a value nested too deeply to read") from None
 
 
+def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """A run's saved ``config.yaml`` (then ``overrides``). A key this version does not know there means another
+    lmforge version saved the run: the error says so and what to do, instead of only guessing a key."""
+    try:
+        load_config(path)
+    except LmforgeError as e:
+        if "unknown config key" not in str(e):
+            raise
+        raise LmforgeError(
+            f"{e} (the run was saved by another lmforge version: rename or delete that key in {path})"
+        ) from None
+    return load_config(path, overrides)
+
+
 def _read_anchor_keys(tree: dict) -> None:
     """Top-level keys other tools use (``cutoff_len``, ``learning_rate``...) become lmforge's, with a note."""
     for key in [k for k in tree if isinstance(k, str) and k not in RunConfig.model_fields and habits.is_anchor(k)]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from lmforge.core.config import DataConfig, load_config
+from lmforge.core.config import DataConfig, load_run_config
 from lmforge.core.errors import LmforgeError
 from lmforge.data.formats import ALPACA_NO_INPUT, split_template, template_format
 
@@ -23,7 +23,7 @@ def run_format(model: str | Path) -> Optional[DataConfig]:
     p = Path(model).resolve()
     for folder in (p, *list(p.parents)[:3]):
         if (folder / "config.yaml").is_file() and any((folder / d).exists() for d in ("model", "checkpoints")):
-            data = load_config(folder / "config.yaml").data
+            data = load_run_config(folder / "config.yaml").data
             return data if data.format in WRAPPED_FORMATS else None
     return None
 

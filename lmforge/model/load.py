@@ -19,6 +19,10 @@ from lmforge.core.errors import LmforgeError
 from lmforge.core.hub import hub_errors, looks_like_hub_id
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+"""A folder holds a tokenizer when it has one of these (fast, slow SentencePiece, BPE vocabularies)."""
+
+
 def resolve_model_path(name: str | Path) -> str:
     """An lmforge run folder resolves to its best checkpoint, else its final model; local paths become
     absolute, so an adapter trained on them records a base that loads from any working directory."""
@@ -51,6 +55,11 @@ def adapter_base(adapter: str | Path) -> str:
         raise LmforgeError(f"{cfg_path}: no base_model_name_or_path; pass --base")
     if not Path(base).is_absolute() and not Path(base).exists() and (Path(adapter) / base).exists():
         return str(Path(adapter) / base)
+    if not Path(base).exists() and not looks_like_hub_id(base):
+        raise LmforgeError(
+            f"{adapter}: the adapter's base model {base} is gone; put it back, or write where it is now as "
+            f"base_model_name_or_path in {cfg_path}"
+        )
     return base
 
 
@@ -58,8 +67,14 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False):
     """Any tokenizer ``AutoTokenizer`` can load: an lmforge run, a folder, or a hub id."""
     from transformers import AutoTokenizer
 
+    path = resolve_model_path(name_or_path)
+    if Path(path).is_dir() and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
+        raise LmforgeError(
+            f"{path}: no tokenizer there (no {' or '.join(TOKENIZER_FILES[:2])}); save the tokenizer it was "
+            "trained with into it (AutoTokenizer.from_pretrained(BASE).save_pretrained(FOLDER))"
+        )
     with hub_errors(str(name_or_path), "tokenizer"):  # a run folder resolves as its model does
-        return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
 def load_pretrained(

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from lmforge.core.config import RunConfig, load_config, reject_unused, save_config
+from lmforge.core.config import RunConfig, load_run_config, reject_unused, save_config
 from lmforge.core.errors import LmforgeError
 from lmforge.model import enable_gradient_checkpointing, save_model_folder
 from lmforge.train import finetune as ft
@@ -77,7 +77,7 @@ def resume(run_dir: str | Path, overrides: list[str] = ()) -> Path:
     cfg_path = Path(run_dir) / "config.yaml"
     if not cfg_path.is_file():
         raise LmforgeError(f"{run_dir}: not a run folder (no config.yaml)")
-    cfg = load_config(cfg_path, overrides)
+    cfg = load_run_config(cfg_path, overrides)
     command = "rl" if cfg.rl.algorithm else "finetune" if cfg.model.base else "pretrain"
     return run(cfg, command, resume=True)
 
