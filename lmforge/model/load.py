@@ -18,7 +18,6 @@ import torch
 from lmforge.core.errors import LmforgeError
 from lmforge.core.hub import hub_errors, looks_like_hub_id
 
-
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
 """A folder holds a tokenizer when it has one of these (fast, slow SentencePiece, BPE vocabularies)."""
 
