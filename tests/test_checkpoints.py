@@ -219,3 +219,26 @@ def test_killed_between_the_last_checkpoint_and_the_model_save_resumes_to_the_tr
     assert main(["resume", str(run)]) == 0
     full, late = _weights(uninterrupted), _weights(run)
     assert all(torch.equal(full[k], late[k]) for k in full)
+
+
+def test_a_full_disk_while_writing_best_keeps_the_previous_best(tmp_path, tiny_tokenizer, monkeypatch):
+    cfg = _cfg(tmp_path, "bestfull", batch_size=4, max_steps=6, eval_every=2, save_every=100)
+    model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
+    real, calls = ckpt.save_model_folder, []
+
+    def save_model_folder(m, tok, out):
+        calls.append(out)
+        if len(calls) == 2:  # the second best: half written, then the disk is full
+            tmp = out.with_name(f".{out.name}.tmp")
+            tmp.mkdir()
+            (tmp / "model.safetensors").write_bytes(b"\0" * 100)
+            raise OSError(28, "No space left on device", str(tmp / "model.safetensors"))
+        return real(m, tok, out)
+
+    monkeypatch.setattr(ckpt, "save_model_folder", save_model_folder)
+    with pytest.raises(LmforgeError, match="disk full writing"):
+        train(cfg, model, tiny_tokenizer, _stream(tiny_tokenizer), accelerator=make_accelerator(cfg))
+    best = cfg.run_dir / "best"
+    assert best.is_symlink() and best.resolve().name == ".best-step-000002"
+    assert (best / "model.safetensors").is_file() and (best / "tokenizer.json").is_file()
+    assert not [p for p in cfg.run_dir.iterdir() if p.name.endswith(".tmp")]
