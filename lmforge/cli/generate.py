@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 from lmforge.core.errors import LmforgeError
-from lmforge.data.readers import read_rows
+from lmforge.data.readers import loads, read_records, read_text
 from lmforge.doctor import check, raise_on_errors
 from lmforge.generate import GenerationSettings, generate
-from lmforge.generate.prompting import chat, run_format, wrap
+from lmforge.generate.prompting import chat, fill_template, run_format, wrap
 from lmforge.model import load_model_and_tokenizer
 
 
@@ -43,14 +44,8 @@ def add_arguments(p):
 
 def _rows(args) -> tuple[list[str], list[dict]]:
     if args.file:
-        rows = read_rows(args.file)
-        prompts = []
-        for i, row in enumerate(rows, 1):
-            try:
-                prompts.append(args.template.replace("\\n", "\n").format(**row))
-            except KeyError as e:
-                raise LmforgeError(f"{args.file}: row {i} has no column {e} used by --template") from None
-        return prompts, rows
+        records = read_records(args.file)
+        return fill_template(args.template, records), [r.row for r in records]
     if not args.prompt:
         raise LmforgeError("give --prompt TEXT (repeatable) or --file rows.jsonl")
     prompts = [p.replace("\\n", "\n") for p in args.prompt]
@@ -62,10 +57,7 @@ def _schema(args):
         path = Path(args.schema)
         if not path.is_file():
             raise LmforgeError(f"schema file not found: {path}")
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise LmforgeError(f"{path}:{e.lineno}: invalid JSON schema: {e.msg}") from None
+        return loads(read_text(path), str(path))
     return "any" if args.json else None
 
 
@@ -89,9 +81,11 @@ def run(args) -> int:
     _doctor(model, tokenizer, settings, prompts)
     outs = generate(model, tokenizer, prompts, settings)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            for row, prompt, text in zip(rows, prompts, outs):
-                f.write(json.dumps({**row, "prompt": prompt, "completion": text}, ensure_ascii=False) + "\n")
+        lines = [
+            json.dumps({**row, "prompt": prompt, "completion": text}, ensure_ascii=False, default=str) + "\n"
+            for row, prompt, text in zip(rows, prompts, outs)
+        ]
+        _write_atomically(Path(args.output), "".join(lines))
         print(f"wrote {len(outs)} completions to {args.output}")
     else:
         for prompt, text in zip(prompts, outs):
@@ -118,3 +112,10 @@ def _doctor(model, tokenizer, settings, prompts) -> None:
         "do_sample": settings.temperature > 0 and settings.strategy != "greedy",
     }
     raise_on_errors(check(model=model, tokenizer=tokenizer, generation=gen, prompts=prompts, purpose="generate"))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """All of ``text`` at ``path`` or, if writing fails, the file as it was: never half the completions."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -82,9 +82,10 @@ def read_text(p: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
+        at = e.start + len(data) - len(e.object)  # utf-8-sig counts from after a BOM
+        line = data[:at].count(b"\n") + 1
         raise LmforgeError(
-            f"{p}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); re-save the file as UTF-8"
+            f"{p}:{line}: not UTF-8 text (byte 0x{data[at]:02x} at offset {at}); re-save the file as UTF-8"
         ) from None
 
 
@@ -105,8 +106,9 @@ def loads(text: str, where: str):
     Python's parser, an integer past Python's digit limit."""
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LmforgeError(f"{where}: not valid JSON: {e.msg} (column {e.colno})") from None
+    except json.JSONDecodeError as e:  # ``text`` may be a whole file: then its line too
+        at = f"{where}:{e.lineno}" if e.lineno > 1 else where
+        raise LmforgeError(f"{at}: not valid JSON: {e.msg} (column {e.colno})") from None
     except RecursionError:
         raise LmforgeError(f"{where}: JSON nested too deeply to read") from None
     except ValueError as e:  # an integer of more than sys.get_int_max_str_digits() digits

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Optional
 
 from lmforge.core.config import DataConfig, load_run_config
-from lmforge.core.errors import LmforgeError
-from lmforge.data.formats import ALPACA_NO_INPUT, split_template, template_format
+from lmforge.core.errors import LmforgeError, first_line
+from lmforge.data.formats import ALPACA_NO_INPUT, split_template, template_format, unescape
+from lmforge.data.readers import Record
 
 WRAPPED_FORMATS = ("alpaca", "template", "chat", "sharegpt")
 
@@ -49,3 +50,18 @@ def chat(prompt: str, tokenizer) -> str:
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
     )
+
+
+def fill_template(template: str, records: list[Record]) -> list[str]:
+    """``template``'s ``{column}`` placeholders filled from each row (a typed ``\\n`` is a newline). A row
+    without a column it names, or a template ``str.format`` refuses, is one line naming the row's place."""
+    text = unescape(template)
+    prompts = []
+    for rec in records:
+        try:
+            prompts.append(text.format(**rec.row))
+        except KeyError as e:
+            raise LmforgeError(f"{rec.where}: no column {e.args[0]!r}, which --template uses") from None
+        except (ValueError, IndexError, AttributeError, TypeError) as e:  # "{", "{0}", "{x.y}", "{x:d}"
+            raise LmforgeError(f"{rec.where}: --template {template!r}: {first_line(e)}") from None
+    return prompts

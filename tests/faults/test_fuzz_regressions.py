@@ -213,3 +213,53 @@ def test_xgramars_log_prefix_is_not_part_of_the_message():
     with pytest.raises(LmforgeError) as e:
         check_schema({"type": "strin"})
     assert str(e.value) == 'schema: invalid JSON schema: Unsupported type "strin"'
+
+
+def test_a_bad_byte_after_a_byte_order_mark_is_named_at_its_place(tmp_path):
+    # utf-8-sig counts offsets after the BOM: the message named the wrong byte, offset and line
+    p = tmp_path / "rows.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf{"text": "a"}\n{"text": "\xff"}\n')
+    assert _refused(p).startswith(f"{p}:2: not UTF-8 text (byte 0xff at offset 27)")
+
+
+# ---- lmforge generate --file --template --schema --output ---------------------------------------------
+
+
+def _generate(tmp_path, model, rows: bytes, *argv: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from lmforge.cli import main
+
+    (tmp_path / "rows.parquet" if rows.startswith(b"PAR1") else tmp_path / "rows.jsonl").write_bytes(rows)
+    src = tmp_path / ("rows.parquet" if rows.startswith(b"PAR1") else "rows.jsonl")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["generate", str(model), "--file", str(src), "--max-new-tokens", "2", "--raw", *argv])
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize("template", ["{", "{0}", "{prompt.x}", "{prompt:d}", "{prompt!z}"])
+def test_generate_template_str_format_refuses_is_one_line(tmp_path, tiny_model_dir, template):
+    # only KeyError was caught: ValueError, IndexError, AttributeError were tracebacks
+    code, err = _generate(tmp_path, tiny_model_dir, b'{"prompt": "The sea"}\n', "--template", template)
+    assert code == 2 and one_line(err.strip(), (f"{tmp_path / 'rows.jsonl'}:1: --template",))
+
+
+@pytest.mark.parametrize("schema", [b"9" * 5000, b"[" * 3000, b"\xff", b'"\\ud800"'])
+def test_generate_schema_files_python_cannot_read_are_one_line(tmp_path, tiny_model_dir, schema):
+    (tmp_path / "s.json").write_bytes(schema)  # ValueError, RecursionError, UnicodeDecodeError before
+    code, err = _generate(tmp_path, tiny_model_dir, b'{"prompt": "x"}\n', "--schema", str(tmp_path / "s.json"))
+    assert code == 2 and one_line(err.strip(), (str(tmp_path / "s.json"),))
+
+
+def test_generate_output_of_rows_with_bytes_is_written_whole(tmp_path, tiny_model_dir):
+    # a Parquet binary column made json.dumps raise after the output file was opened: half a file
+    from fuzzing import parquet_bytes
+
+    out = tmp_path / "out.jsonl"
+    rows = parquet_bytes({"prompt": ["The sea", "Le vent"], "blob": [b"\x00\x01", b"\xff"]})
+    code, err = _generate(tmp_path, tiny_model_dir, rows, "--output", str(out))
+    assert code == 0, err
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [g["prompt"] for g in got] == ["The sea", "Le vent"] and got[0]["blob"] == repr(b"\x00\x01")
