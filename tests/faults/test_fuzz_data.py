@@ -6,18 +6,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from fuzzing import (
-    any_bytes,
-    budget,
-    chat_tokenizer,
-    csv_files,
-    files_of,
-    json_files,
-    jsonl_files,
-    outcome,
-    parquet_files,
-    text_files,
-)
+from datafiles import csv_files, files_of, json_files, jsonl_files, parquet_files, text_files
+from fuzzing import any_bytes, budget, chat_tokenizer, outcome
 from hypothesis import given
 from hypothesis import strategies as st
 

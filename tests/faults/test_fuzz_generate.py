@@ -10,7 +10,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from fuzzing import CASES, REFUSED, SAID, budget, files_of, garbled, jsonl_files, one_line, texts, time_limit, weighted
+from datafiles import files_of, jsonl_files
+from fuzzing import CASES, REFUSED, SAID, budget, garbled, one_line, texts, time_limit, weighted
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -255,7 +255,7 @@ def test_generate_schema_files_python_cannot_read_are_one_line(tmp_path, tiny_mo
 
 def test_generate_output_of_rows_with_bytes_is_written_whole(tmp_path, tiny_model_dir):
     # a Parquet binary column made json.dumps raise after the output file was opened: half a file
-    from fuzzing import parquet_bytes
+    from datafiles import parquet_bytes
 
     out = tmp_path / "out.jsonl"
     rows = parquet_bytes({"prompt": ["The sea", "Le vent"], "blob": [b"\x00\x01", b"\xff"]})

@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from fuzzing import any_bytes, budget, garbled, jsonl_files, odd, outcome, texts, time_limit, weighted
+from datafiles import jsonl_files
+from fuzzing import any_bytes, budget, garbled, odd, outcome, texts, time_limit, weighted
 from hypothesis import given
 from hypothesis import strategies as st
 
