@@ -6,6 +6,7 @@ Unknown keys fail with a suggestion; the resolved config is saved with every run
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -113,6 +114,8 @@ class DataConfig(Section):
     def _paths(cls, v: Any) -> Any:
         if isinstance(v, (str, dict)):
             v = [v]
+        if v is not None and not isinstance(v, (list, tuple)):
+            return v  # pydantic names the type error
         return [{"path": x} if isinstance(x, str) else x for x in (v or [])]
 
 
@@ -189,7 +192,7 @@ class TrainConfig(Section):
         if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0:
             raise ValueError("a positive number, or auto")
         if info.field_name != "lr":
-            if number != int(number):
+            if not math.isfinite(number) or number != int(number):
                 raise ValueError("a whole number, or auto")
             return int(number)
         return float(number)

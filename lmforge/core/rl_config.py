@@ -87,4 +87,6 @@ class RLConfig(_Section):
     def _names(cls, v: Any) -> Any:
         if isinstance(v, (str, dict)):
             v = [v]
+        if v is not None and not isinstance(v, (list, tuple)):
+            return v  # pydantic names the type error
         return [{"name": x} if isinstance(x, str) else x for x in (v or [])]

@@ -78,6 +78,18 @@ def test_yaml_config_and_overrides(data, items):
             outcome("config YAML", reject_unused, cfg, "finetune" if cfg.model.base else "pretrain")
 
 
+NUMBERS = [".inf", "-.inf", ".nan", "1e400", "-1e400", "-1", "0", "1e-400", "0.5", "1.5", "auto", "true", "9" * 30]
+NUMBERS += ["[]", "[1, [2]]", "{a: 1}", "{}", "null", "''", "x"]
+"""Values validators trip on: infinities, NaN, 0, fractions of whole counts, huge integers, lists, maps."""
+
+
+def test_every_key_with_every_odd_number():
+    """Not drawn but exhaustive: each of the config's keys set to each of NUMBERS (~1,500 overrides)."""
+    for key in DOTTED:
+        for value in NUMBERS:
+            outcome("key=value overrides", load_config, None, [f"{key}={value}"], names=NAMED)
+
+
 @budget(100)
 @given(overrides)
 def test_overrides_alone(items):

@@ -263,3 +263,17 @@ def test_generate_output_of_rows_with_bytes_is_written_whole(tmp_path, tiny_mode
     assert code == 0, err
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert [g["prompt"] for g in got] == ["The sea", "Le vent"] and got[0]["blob"] == repr(b"\x00\x01")
+
+
+@pytest.mark.parametrize(
+    "item,key",
+    [
+        ("train.batch_size=.inf", "train.batch_size"),  # OverflowError: cannot convert float infinity to integer
+        ("train.max_steps=1e400", "train.max_steps"),  # the same, 1e400 being infinity
+        ("data.train=.inf", "data.train"),  # TypeError: 'float' object is not iterable
+        ("data.val=5", "data.val"),
+        ("rl.rewards=0.5", "rl.rewards"),  # TypeError: 'float' object is not iterable
+    ],
+)
+def test_a_number_where_a_count_or_a_list_goes_is_one_line_naming_the_key(item, key):
+    assert f"config key '{key}'" in _config_refused(None, [item], key)
