@@ -17,6 +17,7 @@ import torch
 from lmforge.core.errors import LmforgeError
 from lmforge.data.chat import stop_ids
 from lmforge.generate.constrained import json_logits_processor
+from lmforge.generate.decoding import decode, supports
 from lmforge.generate.least_likely import least_likely_processors
 
 
@@ -117,6 +118,9 @@ def generate_ids(
     enc = _pad(tokenizer, ids, next(model.parameters()).device)
     procs = [*observers, *_processors(settings, tokenizer, budget, model.config.vocab_size)]  # fresh state per batch
     kw = {**_hf_kwargs(settings, tokenizer), "max_new_tokens": budget}
+    if supports(model):  # generate's tokens, without its per-step overhead
+        gen = decode(model, **enc, **kw, logits_processor=procs, stopping_criteria=stopping)
+        return gen[:, enc["input_ids"].shape[1] :]
     gen = model.generate(
         **enc,
         **kw,
