@@ -27,3 +27,9 @@ def did_you_mean(name: str, known: Iterable[str], cutoff: float = 0.6) -> str:
     if hint:
         return f"; did you mean {hint[0]!r}?"
     return f"; known: {', '.join(sorted(known))}" if known else ""
+
+
+def printable(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped (``\\r``, ``\\x85``): a message
+    that quotes a user's key or value stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -19,15 +19,16 @@ take against its field, before any trial starts.
 from __future__ import annotations
 
 import copy
+import math
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lmforge.core.config import RunConfig, apply_override, load_config, suggest_key
-from lmforge.core.errors import LmforgeError, first_line
+from lmforge.core.errors import LmforgeError, printable
+from lmforge.core.yamlio import read_yaml
 from lmforge.scoring.metrics import direction
 
 
@@ -53,6 +54,12 @@ class Param(_Strict):
             raise ValueError("give either low and high, or choices")
         if self.choices is not None and not self.choices:
             raise ValueError("choices is empty")
+        if self.choices is not None and (self.low is not None or self.high is not None):
+            raise ValueError("give either low and high, or choices")
+        if any(x is not None and not math.isfinite(x) for x in (self.low, self.high, self.step)):
+            raise ValueError("low, high and step must be finite numbers")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step ({self.step}) must be above 0")
         if self.low is not None and self.low >= self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.log and self.low is not None and self.low <= 0:
@@ -112,10 +119,7 @@ def load_sweep(path: str | Path) -> tuple[Sweep, dict, RunConfig]:
     p = Path(path)
     if not p.is_file():
         raise LmforgeError(f"sweep file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise LmforgeError(f"{p}: not valid YAML: {first_line(e)}") from None
+    raw = read_yaml(p) or {}
     if not isinstance(raw, dict):
         raise LmforgeError(f"{p}: a sweep file is a mapping (config, metric, budget, space)")
     raw.setdefault("name", p.stem)
@@ -123,8 +127,8 @@ def load_sweep(path: str | Path) -> tuple[Sweep, dict, RunConfig]:
         sweep = Sweep.model_validate(raw)
     except ValidationError as err:
         e = err.errors()[0]
-        loc = ".".join(str(x) for x in e["loc"])
-        raise LmforgeError(f"{p}: {loc}: {e['msg']}") from None
+        loc = printable(".".join(str(x) for x in e["loc"]))
+        raise LmforgeError(f"{p}: {loc}: {printable(e['msg'])}") from None
     if not sweep.space:
         raise LmforgeError(f"{p}: space is empty: name at least one config key to search")
     if sweep.budget.n_trials is None and sweep.budget.timeout_s is None:
@@ -197,7 +201,9 @@ def is_int(key: str, param: Param) -> bool:
     kind = field_type(key)
     if kind is not None:
         return kind is int
-    return all(float(x).is_integer() for x in (param.low, param.high)) and (param.step or 1).is_integer()
+    return all(
+        float(x).is_integer() for x in (param.low, param.high, param.step or 1)
+    )  # int has no is_integer before 3.12
 
 
 def config_value(cfg: RunConfig, dotted: str) -> Any:
@@ -225,10 +231,7 @@ def _base_tree(sweep: Sweep, path: Path) -> dict:
     cfg_path = Path(sweep.config)
     if not cfg_path.is_file():
         raise LmforgeError(f"{path}: config: file not found: {cfg_path} (relative to the current folder)")
-    try:
-        tree = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise LmforgeError(f"{cfg_path}: not valid YAML: {first_line(e)}") from None
+    tree = read_yaml(cfg_path) or {}
     if not isinstance(tree, dict):
         raise LmforgeError(f"{cfg_path}: a config is a mapping of sections")
     for key, value in sweep.set.items():

@@ -14,6 +14,7 @@ from lmforge.data.examples import source_examples
 from lmforge.data.readers import read_records
 from lmforge.generate.constrained import JsonConstraint, check_schema
 from lmforge.scoring.tasks import load_task
+from lmforge.sweep.spec import load_sweep
 
 
 def _refused(path, *where: str) -> str:
@@ -277,3 +278,54 @@ def test_generate_output_of_rows_with_bytes_is_written_whole(tmp_path, tiny_mode
 )
 def test_a_number_where_a_count_or_a_list_goes_is_one_line_naming_the_key(item, key):
     assert f"config key '{key}'" in _config_refused(None, [item], key)
+
+
+# ---- sweep files ---------------------------------------------------------------------------------------
+
+SWEEP_BASE = "name: base\nmodel: {preset: tiny}\ndata: {train: corpus.txt}\n"
+
+
+def _sweep(tmp_path, monkeypatch, space: str, extra: str = ""):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.yaml").write_text(SWEEP_BASE)
+    p = tmp_path / "sweep.yaml"
+    p.write_text(f"config: base.yaml\nbudget: {{n_trials: 2}}\nspace:\n  {space}\n{extra}")
+    return p
+
+
+def test_a_range_over_a_key_outside_the_schema_loads(tmp_path, monkeypatch):
+    # is_int() called (1).is_integer(): AttributeError on Python 3.11 for every such key without a step
+    sweep, _, _ = load_sweep(_sweep(tmp_path, monkeypatch, "train.objective_args.eps: {low: 0, high: 1}"))
+    assert sweep.space["train.objective_args.eps"].high == 1
+
+
+@pytest.mark.parametrize(
+    "space,said",
+    [
+        ("train.lr: {choices: [0.1], low: 0.01}", "give either low and high, or choices"),  # TypeError: >= None
+        ("train.max_steps: {low: 1, high: .inf}", "finite"),  # OverflowError: cannot convert float infinity
+        ("train.max_steps: {low: .nan, high: 5}", "finite"),  # ValueError: cannot convert float NaN to integer
+        ("train.max_steps: {low: 1, high: 5, step: 0}", "step"),  # grid sampling with a zero step
+        ("name: {low: 0, high: 1}", "config key 'name'"),  # AttributeError: 'int' object has no attribute ...
+    ],
+)
+def test_sweep_ranges_are_checked_in_one_line(tmp_path, monkeypatch, space, said):
+    p = _sweep(tmp_path, monkeypatch, space)
+    with pytest.raises(LmforgeError) as e:
+        load_sweep(p)
+    assert said in one_line(str(e.value), (str(p),))
+
+
+def test_a_sweep_key_with_a_line_break_is_quoted_in_one_line(tmp_path, monkeypatch):
+    p = _sweep(tmp_path, monkeypatch, "train.lr: {low: 0.1, high: 0.2}", 'budget: {"\\r": 1}\n')
+    with pytest.raises(LmforgeError) as e:
+        load_sweep(p)
+    assert "budget.\\r: Extra inputs" in one_line(str(e.value), (str(p),))
+
+
+def test_a_sweep_file_not_in_utf8_is_one_line(tmp_path, monkeypatch):
+    p = _sweep(tmp_path, monkeypatch, "train.lr: {low: 0.1, high: 0.2}")
+    p.write_bytes(p.read_bytes() + b"name: caf\xe9\n")  # UnicodeDecodeError before
+    with pytest.raises(LmforgeError) as e:
+        load_sweep(p)
+    assert "not UTF-8" in one_line(str(e.value), (str(p),))
