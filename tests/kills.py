@@ -255,7 +255,8 @@ def kill_and_resume(kind: Kind, folder: Path, base: Path | None, ref: Reference,
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    out = Outcome(kind.name, round(delay, 2), *check_left(run))
+    left, problems = check_left(run)
+    out = Outcome(kind.name, round(delay, 2), left, problems=problems)
     if proc.returncode == 0:
         out.left = "finished before the kill"
     elif (run / "checkpoints" / "latest").is_file():
