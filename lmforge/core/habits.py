@@ -73,7 +73,7 @@ def _val_set_size(value) -> dict:
     if isinstance(value, (int, float)) and 0 <= value < 1:
         return {"data.val_fraction": value}
     raise LmforgeError(
-        f"val_set_size={value}: lmforge holds out a fraction of the rows, not a count; "
+        f"val_set_size={value!r}: lmforge holds out a fraction of the rows, not a count; "
         "set data.val_fraction (e.g. 0.05)"
     )
 
@@ -81,7 +81,7 @@ def _val_set_size(value) -> dict:
 def _quantization_bit(value) -> dict:
     if not isinstance(value, bool) and str(value).strip() in ("4", "4.0"):
         return {"lora.method": "qlora"}
-    raise LmforgeError(f"quantization_bit={value}: lmforge has 4-bit QLoRA only (lora.method=qlora)")
+    raise LmforgeError(f"quantization_bit={value!r}: lmforge has 4-bit QLoRA only (lora.method=qlora)")
 
 
 ANCHOR_KEYS: dict[str, Mapping] = {

