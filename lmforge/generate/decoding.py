@@ -75,7 +75,7 @@ def _warpers(temperature: float, top_k: int, top_p: float) -> list:
     return out
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: callers may train on the ids (RL rollouts)
 def decode(
     model,
     input_ids: torch.Tensor,
@@ -109,6 +109,8 @@ def decode(
     mask = torch.cat([attention_mask.bool(), attention_mask.new_ones(B, max_new_tokens).bool()], dim=1)  # [B, T]
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)  # [B, T]
     cos, sin = body.rotary_emb(keys[0], torch.arange(T, device=dev)[None])  # [1, T, hd]
+    # rotate_half(x) * sin == roll(x, hd/2) * sin with the first half of sin negated (negation is exact)
+    sin = torch.cat((-sin[..., : hd // 2], sin[..., hd // 2 :]), dim=-1)
     # [B, 1, T, T]: causal, real keys only; a padded query sees itself (finite garbage, never read)
     causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
     allowed = (causal[None] & mask[:, None, :]) | torch.eye(T, dtype=torch.bool, device=dev)[None]
@@ -126,8 +128,11 @@ def decode(
     step_ids, start = input_ids, 0
     for _ in range(max_new_tokens):
         end = start + step_ids.shape[1]
-        p = pos[:, start:end]  # [B, t]
-        c, s = cos[0][p].unsqueeze(1), sin[0][p].unsqueeze(1)  # [B, 1, t, hd]
+        if allowed is None:  # no padding: every row at positions start:end
+            c, s = cos[:, None, start:end], sin[:, None, start:end]  # [1, 1, t, hd]
+        else:
+            p = pos[:, start:end]  # [B, t]
+            c, s = cos[0][p].unsqueeze(1), sin[0][p].unsqueeze(1)  # [B, 1, t, hd]
         h = body.embed_tokens(step_ids)  # [B, t, C]
         for i, layer in enumerate(layers):
             h = layer(h, c, s, keys[i], values[i], start, end, allowed)
@@ -153,8 +158,8 @@ def decode(
 
 
 def _rope(x, cos, sin):
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+    """Hugging Face's ``x * cos + rotate_half(x) * sin``, with ``sin``'s first half negated beforehand."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 
 
 _FUSE_MAX = 1 << 22  # stack projections up to 4M weights: a copy per call, small beside the matmuls saved
