@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import transformers
 
-from lmforge.core.errors import LmforgeError, first_line
+from lmforge.core.errors import LmforgeError, first_line, printable
 
 STRUCTURAL = b'{}[]",:'
 # Closing preference: finish a container, end a string, then the shortest values. Inside a string the
@@ -148,8 +148,8 @@ class JsonConstraint:
                 text = json.dumps(value, ensure_ascii=False)
                 if unk in self.tokenizer.encode(text, add_special_tokens=False):
                     raise LmforgeError(
-                        f"schema: {text[:40]} has characters this tokenizer cannot spell; a decode could start "
-                        "it and find no token to go on with"
+                        f"schema: {printable(text[:40])} has characters this tokenizer cannot spell; a decode "
+                        "could start it and find no token to go on with"
                     )
 
     def _words(self, flags: np.ndarray) -> np.ndarray:

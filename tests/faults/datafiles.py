@@ -140,6 +140,7 @@ def parquet_bytes(columns: dict[str, list]) -> bytes:
 
     arrays = {}
     for name, values in columns.items():
+        name = name.encode("utf-8", "backslashreplace").decode()  # Parquet names are UTF-8: no lone surrogate
         try:
             arrays[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError):

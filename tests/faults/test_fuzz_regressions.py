@@ -368,3 +368,9 @@ def test_serve_answers_a_tiny_temperature(tiny_model_dir):
             assert r.status_code == 200, r.text
     finally:
         engine.close()
+
+
+def test_an_unspellable_constant_is_quoted_in_one_line():
+    with pytest.raises(LmforgeError) as e:
+        JsonConstraint(chat_tokenizer(), {"const": "\x85"})
+    one_line(str(e.value), ("schema",))
