@@ -43,6 +43,12 @@ def main(argv=None) -> None:
             outcomes.append(out)
             ok = out.losses_equal and out.weights_equal and not out.problems
             print(f"kill {i + 1}/{a.kills} {kind:8s} at {out.killed_at_s:5.1f}s left {out.left}: {'ok' if ok else out}")
+            report(a, outcomes, t0, final=False)
+    report(a, outcomes, t0)
+
+
+def report(a, outcomes: list, t0: float, final: bool = True) -> None:
+    """The table by run kind; written after every kill too, so a stopped soak keeps what it measured."""
     rows = []
     for kind in a.kinds:
         mine = [o for o in outcomes if o.kind == kind]
@@ -60,9 +66,19 @@ def main(argv=None) -> None:
                 "broken latest/best": sum(bool(o.problems) for o in mine),
             }
         )
-    print_table(rows, [(k, k, "") for k in rows[0]])
-    print(f"{len(outcomes)} kills in {(time.time() - t0) / 60:.1f} min")
-    write_json(a.out, {"machine": machine(), "args": vars(a), "rows": rows, "kills": [asdict(o) for o in outcomes]})
+    if final:
+        print_table(rows, [(k, k, "") for k in rows[0]])
+        print(f"{len(outcomes)} kills in {(time.time() - t0) / 60:.1f} min")
+    write_json(
+        a.out,
+        {
+            "machine": machine(),
+            "args": vars(a),
+            "minutes": (time.time() - t0) / 60,
+            "rows": rows,
+            "kills": [asdict(o) for o in outcomes],
+        },
+    )
 
 
 if __name__ == "__main__":
