@@ -116,6 +116,9 @@ def test_a_checkpoint_from_before_manifests_still_resumes(tmp_path, uninterrupte
     step = tmp_path / "runs" / "old" / "checkpoints" / "step-000004"
     (step / "manifest.json").unlink()  # written as an earlier lmforge did
     assert ckpt.damage(step) is None
+    (step / "rng.safetensors").rename(step / "rng.bak")  # and one of its files lost: found without a manifest
+    assert ckpt.damage(step) == "no rng.safetensors"
+    (step / "rng.bak").rename(step / "rng.safetensors")
     assert main(["resume", str(tmp_path / "runs" / "old"), "train.max_steps=6"]) == 0
     assert all(torch.equal(a, b) for a, b in zip(_weights(uninterrupted).values(), _weights(step.parents[1]).values()))
 

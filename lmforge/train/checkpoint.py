@@ -160,8 +160,9 @@ def damage(folder: Path) -> Optional[str]:
     A checkpoint from before manifests needs its state.json and weights only."""
     manifest = folder / MANIFEST
     if not manifest.is_file():
-        if not (folder / "state.json").is_file():
-            return "no state.json"
+        for name in ("state.json", "optimizer.safetensors", "rng.safetensors"):
+            if not (folder / name).is_file():
+                return f"no {name}"
         return None if (folder / "trainable.safetensors").is_file() or (folder / "model").is_dir() else "no weights"
     try:
         files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
