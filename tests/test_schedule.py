@@ -120,6 +120,9 @@ def test_with_a_time_budget_the_rate_follows_the_clock_to_its_floor():
     assert rates[40] == pytest.approx(2.0 * 0.1)  # the budget's end: the floor, 60 steps before max_steps
     # by steps alone (no budget) step 40 would still be high
     assert _rates(0, 100, 0.1, 41)[40] > 1.3
+    # lr_follows_time: false keeps the schedule on steps under the same clock
+    kept = _rates(0, 100, 0.1, 41, clock=lambda: 1e9, max_time_s=10.0, lr_follows_time=False)
+    assert kept == pytest.approx(_rates(0, 100, 0.1, 41))
 
 
 def test_epochs_set_the_step_count(tmp_path, tiny_model_dir):

@@ -154,6 +154,8 @@ class TrainConfig(Section):
     max_time_s: Optional[float] = Field(None, gt=0)
     """Stop after this many seconds of training; the schedule then follows the clock, so the rate reaches
     its end value when the budget ends (see lmforge/train/schedule.py)."""
+    lr_follows_time: bool = True
+    """With max_time_s: false keeps the schedule on steps (the rate stops wherever the budget cuts it)."""
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(1.0, ge=0)

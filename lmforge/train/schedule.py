@@ -8,7 +8,7 @@ rate at optimizer step s (0-based) is ``lr * f(s)`` with ``p = (s - warmup) / (m
 With a time budget (``train.max_time_s``) the schedule follows the clock: the step the shape is read at is
 ``max(s, max_steps * elapsed / max_time_s)``, so the rate reaches its end value when the budget ends,
 whatever the machine's speed (and still by ``max_steps`` on a machine fast enough to get there first).
-Warmup stays counted in steps.
+Warmup stays counted in steps. ``train.lr_follows_time: false`` keeps the schedule on steps.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, tc, clock: Optional[Callabl
     else:
         decay = max(1, round(tc.decay_ratio * (total - warmup)))
         sched = get_wsd_schedule(optimizer, warmup, decay, num_training_steps=total, min_lr_ratio=floor)
-    if tc.max_time_s and clock is not None:
+    if tc.max_time_s and tc.lr_follows_time and clock is not None:
         sched.lr_lambdas = [_by_time(f, warmup, total, tc.max_time_s, clock) for f in sched.lr_lambdas]
     return sched
 
