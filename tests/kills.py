@@ -3,9 +3,10 @@ and benchmarks/soak.py.
 
 A kind of run is a function that writes its inputs into a folder and returns the CLI arguments that start it
 (``Kind``). ``reference`` runs it once uninterrupted; ``kill_and_resume`` starts it again in a fresh folder,
-kills it (SIGKILL: no handler runs) after a random delay, checks what the kill left (``latest`` names a whole
-checkpoint; ``best`` is a whole model folder), resumes until the run finishes, and compares the result with the
-reference: every step's loss (the last one logged for that step) and the final weights, bit for bit (fp32 CPU).
+kills it (SIGKILL: no handler runs) at a random moment of its own progress, checks what the kill left
+(``latest`` names a whole checkpoint; ``best`` is a whole model folder), resumes until the run finishes, and
+compares the result with the reference: every step's loss (the last one logged for that step) and the final
+weights, bit for bit (fp32 CPU).
 """
 
 from __future__ import annotations
@@ -243,20 +244,59 @@ def check_left(run: Path) -> tuple[str, list[str]]:
     return left, problems
 
 
+def logged_step(run: Path) -> int:
+    """The last training step the run has logged (-1 before its first)."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return -1
+    last = -1
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # the line being written
+            continue
+        if "loss" in row and "step" in row:
+            last = max(last, row["step"])
+    return last
+
+
+def kill_moment(proc: subprocess.Popen, run: Path, ref: Reference, rng: random.Random) -> float:
+    """Waits for a random moment of the run's own progress, kills it there (SIGKILL) and returns the seconds
+    since the start. One kill in ten falls before training starts; the others after a random step k has been
+    logged, plus a random part of a step's time (so inside step k+1, its evaluation or its checkpoint write):
+    timed from the killed run's own log, not from the reference's clock, so a slow machine still kills
+    mid-run."""
+    t0 = time.time()
+    steps = sorted(ref.losses)
+    step_s = max(0.01, (ref.seconds - ref.first_step_s) / max(1, len(steps)))
+    if rng.random() < 0.1:
+        deadline = t0 + rng.uniform(0.3, 1.0) * max(ref.first_step_s, 0.5)
+        while proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+    else:
+        target = rng.choice(steps[:-2] or steps)  # two steps and the final save still to come
+        while proc.poll() is None and logged_step(run) < target:
+            time.sleep(0.02)
+        pause = time.time() + rng.uniform(0.0, 1.5) * step_s
+        while proc.poll() is None and time.time() < pause:
+            time.sleep(0.005)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return time.time() - t0
+
+
 def kill_and_resume(kind: Kind, folder: Path, base: Path | None, ref: Reference, rng: random.Random) -> Outcome:
     """Starts the run, SIGKILLs it at a random moment of its training, resumes it to the end, compares."""
     folder.mkdir(parents=True, exist_ok=True)
     args = kind.setup(folder, base)
     run = folder / "runs" / "run"
-    delay = rng.uniform(ref.first_step_s * 0.8, ref.seconds * 0.95)
     proc = cli(args)
-    try:
-        proc.wait(timeout=delay)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    delay = kill_moment(proc, run, ref, rng)
     left, problems = check_left(run)
     out = Outcome(kind.name, round(delay, 2), left, problems=problems)
+    if proc.returncode not in (0, -signal.SIGKILL):
+        out.problems.append(f"the run failed by itself ({proc.returncode}): {proc.stderr.read()[-500:]}")
     if proc.returncode == 0:
         out.left = "finished before the kill"
     elif (run / "checkpoints" / "latest").is_file():

@@ -27,4 +27,5 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path, base, kind):
     for i in range(KILLS[kind]):
         out = kill_and_resume(KINDS[kind], tmp_path / f"kill{i}", base, ref, rng)
         assert out.problems == [], out
+        assert out.left != "finished before the kill", out  # the kill is timed from the run's own log
         assert out.losses_equal and out.weights_equal, out
