@@ -4,6 +4,7 @@ the other in one run, same seed, same 210 s budget.
 
     python benchmarks/demo_schedule.py                       # all arms
     python benchmarks/demo_schedule.py --arms steps time     # a subset
+    python benchmarks/demo_schedule.py --steps 1350          # fixed steps: the shapes alone, load-proof
 
 Every arm evaluates on the same validation batches (``--eval-batches`` of the demo's held-out tenth, more
 than the demo's own 4 so that the comparison is not noise); the table gives the final validation nats/char,
@@ -29,12 +30,17 @@ ARMS = {
     "time-wsd": ["train.lr_scheduler=wsd", "train.decay_ratio=0.3"],
     "time-lr3e-3": ["train.lr=3e-3"],
     "time-wsd-lr3e-3": ["train.lr_scheduler=wsd", "train.decay_ratio=0.3", "train.lr=3e-3"],
+    "time-lr4e-3": ["train.lr=4e-3"],
+    "time-lr3e-3-floor0": ["train.lr=3e-3", "train.min_lr_ratio=0.0"],
+    "time-wsd-lr4e-3": ["train.lr_scheduler=wsd", "train.decay_ratio=0.3", "train.lr=4e-3"],
 }
 
 
-def run_arm(name: str, overrides: list[str], eval_batches: int) -> dict:
+def run_arm(name: str, overrides: list[str], eval_batches: int, steps: int | None = None) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"demo-{name}-"))
     cmd = [sys.executable, "-m", "lmforge.cli", "demo", f"train.eval_batches={eval_batches}", *overrides]
+    if steps:  # quality at a fixed step count, whatever the machine's load: the schedule's shape, not its timing
+        cmd += ["train.max_time_s=null", f"train.max_steps={steps}"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.perf_counter()
     out = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
@@ -59,11 +65,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--eval-batches", type=int, default=24)
+    ap.add_argument("--steps", type=int, help="fixed steps instead of the 210 s budget (a load-proof proxy)")
     args = ap.parse_args()
     before = machine()
     results = []
     for name in args.arms:
-        results.append(run_arm(name, ARMS[name], args.eval_batches))
+        results.append(run_arm(name, ARMS[name], args.eval_batches, args.steps))
         r = results[-1]
         print(
             f"{name:>16}  steps {r['steps']:5d}  final {r['final_val_nats_per_char']:.4f}  "
@@ -78,8 +85,16 @@ def main() -> None:
             f"{r['best_val_nats_per_char']:.4f} | {r['wall_s']:.0f} s |"
         )
     OUT.mkdir(parents=True, exist_ok=True)
-    report = {"machine_before": before, "machine_after": machine(), "eval_batches": args.eval_batches, "arms": results}
-    (OUT / "demo_schedule.json").write_text(json.dumps(report, indent=2))
+    report = {
+        "machine_before": before,
+        "machine_after": machine(),
+        "eval_batches": args.eval_batches,
+        "steps": args.steps,
+        "arms": results,
+    }
+    (OUT / ("demo_schedule.json" if not args.steps else f"demo_schedule_{args.steps}steps.json")).write_text(
+        json.dumps(report, indent=2)
+    )
 
 
 if __name__ == "__main__":
