@@ -59,9 +59,15 @@ class RLConfig(_Section):
     """Optimizer steps taken on each batch of rollouts (the ratio to the sampling policy is clipped)."""
     replay: int = Field(0, ge=0)
     """tb/subtb: of a prompt's K samples, this many are replaced by its best earlier ones (a buffer of the best
-    unique sequences: off-policy exploration, valid for GFlowNet losses; the buffer starts empty on resume)."""
+    unique sequences: off-policy exploration, valid for GFlowNet losses; saved with each checkpoint)."""
     replay_size: int = Field(16, ge=1)
     """tb/subtb: sequences the replay buffer keeps per prompt."""
+    log_z: Literal["vargrad", "learned"] = "vargrad"
+    """tb: each prompt's log Z estimated from its K samples (vargrad), or learned by a small head on the prompt's
+    last hidden state, trained with the policy at rl.log_z_lr and saved with the checkpoints and the model."""
+    log_z_lr: float = Field(0.1, gt=0)
+    """tb with log_z: learned: the head's learning rate (GFlowNet code gives log Z a rate far above the policy's);
+    it follows train.lr_scheduler's shape."""
     reward_scale: float = Field(1.0, gt=0)
     """tb/subtb: beta in log R = log p_ref / T + beta * reward."""
     ref_temperature: float = Field(1.0, gt=0)
@@ -75,9 +81,11 @@ class RLConfig(_Section):
     """dpo: conservative DPO's assumed share of flipped preferences."""
 
     @model_validator(mode="after")
-    def _replay(self) -> RLConfig:
+    def _for_the_algorithm(self) -> RLConfig:
         if self.replay and self.algorithm not in ("tb", "subtb"):
             raise ValueError("rl.replay is for the off-policy GFlowNet losses (tb, subtb)")
+        if self.log_z == "learned" and self.algorithm != "tb":
+            raise ValueError("rl.log_z: learned is for rl.algorithm=tb (the others have no log Z)")
         if self.replay >= self.num_generations:
             raise ValueError("rl.replay must be below rl.num_generations (some samples must be fresh)")
         return self

@@ -15,6 +15,7 @@ import torch
 from lmforge.core.errors import LmforgeError
 from lmforge.core.registry import objective
 from lmforge.losses.common import forward_logits
+from lmforge.losses.log_z import prompt_states
 from lmforge.losses.rl import (
     dpo_loss,
     group_log_z,
@@ -57,13 +58,21 @@ def _log_reward(batch: dict, ref_logp: torch.Tensor, reward_scale: float) -> tor
 
 
 @objective("tb", needs_reference=True)
-def tb(model, batch, reference=None, reward_scale: float = 1.0):
-    """Trajectory balance with each prompt's log Z estimated from its K samples (VarGrad)."""
+def tb(model, batch, reference=None, reward_scale: float = 1.0, log_z_head=None):
+    """Trajectory balance with each prompt's log Z estimated from its K samples (VarGrad), or given by
+    ``log_z_head`` (``losses/log_z.py``, rl.log_z: learned) from the prompt's last hidden state."""
     _need(batch, "rewards", "tb")
-    logp, _ = token_logprobs(forward_logits(model, batch), batch["labels"])
+    if log_z_head is None:
+        logits = forward_logits(model, batch)
+    else:  # rollout rows are right-padded, never packed: the plain call, with the final hidden states
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        logits = out.logits
+    logp, _ = token_logprobs(logits, batch["labels"])
     log_pf = logp.sum(-1)
     log_r = _log_reward(batch, _reference_logprobs(reference, batch, "tb"), reward_scale)
     log_z = group_log_z(log_pf, log_r, int(batch["group_size"]))
+    if log_z_head is not None:
+        log_z = log_z_head(prompt_states(out.hidden_states[-1], batch["completion_start"]), log_z)
     loss = trajectory_balance(log_pf, log_r, log_z)
     return loss.sum() / batch["num_seqs"], {"log_z_sum": log_z.detach().sum()}
 

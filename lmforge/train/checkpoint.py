@@ -80,9 +80,20 @@ def _optimizer_state(tensors: dict, meta: dict) -> dict:
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, extra: dict, keep_last: int
+    run_dir: Path,
+    step: int,
+    model,
+    tokenizer,
+    optimizer,
+    scheduler,
+    extra: dict,
+    keep_last: int,
+    heads: Optional[dict] = None,
+    data_state: Optional[list] = None,
 ) -> Path:
-    """Writes checkpoints/step-N atomically, points ``latest`` at it, prunes all but the last ``keep_last``."""
+    """Writes checkpoints/step-N atomically, points ``latest`` at it, prunes all but the last ``keep_last``.
+    ``heads`` (modules trained beside the model) go to ``heads.safetensors``; ``data_state`` (the batch
+    source's state, one entry per process: the replay buffer of rollouts) to ``data.json``."""
     ckdir = run_dir / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / f"step-{step:06d}"
@@ -95,6 +106,10 @@ def save_checkpoint(
         opt_tensors, opt_meta = _optimizer_tensors(optimizer.state_dict())
         save_file(opt_tensors, tmp / "optimizer.safetensors")
         save_file(_rng_state(), tmp / "rng.safetensors")
+        if heads:
+            save_heads(heads, tmp / HEADS)
+        if data_state is not None:  # compact: a replay buffer holds token ids by the thousand
+            (tmp / "data.json").write_text(json.dumps(data_state, separators=(",", ":")), encoding="utf-8")
         state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), **extra}
         (tmp / "state.json").write_text(json.dumps(state, indent=1, default=float), encoding="utf-8")
         write_manifest(tmp)
@@ -210,10 +225,11 @@ def latest_checkpoint(run_dir: Path, verify: bool = False) -> Optional[Path]:
     return None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    """Restores the weights (from ``model/``), optimizer, scheduler and RNG; returns state.json."""
+def load_checkpoint(path: Path, model, optimizer, scheduler, heads: Optional[dict] = None) -> dict:
+    """Restores the weights (from ``model/``), heads, optimizer, scheduler and RNG; returns state.json."""
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
     _load_weights(path, model)
+    load_heads(path, heads)
     opt = _optimizer_state(load_file(path / "optimizer.safetensors"), state["optimizer"])
     optimizer.load_state_dict(opt)
     scheduler.load_state_dict(state["scheduler"])
@@ -221,12 +237,51 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     return state
 
 
-def restore_weights(path: Path, model) -> dict:
-    """The weights and RNG only, for a resume that finds a stage (or the whole run) already finished: the next
-    stage starts its own optimizer and schedule, as it did in the uninterrupted run. Returns state.json."""
+def restore_weights(path: Path, model, heads: Optional[dict] = None) -> dict:
+    """The weights (and heads) and RNG only, for a resume that finds a stage (or the whole run) already finished:
+    the next stage starts its own optimizer and schedule, as it did in the uninterrupted run. Returns state.json."""
     _load_weights(path, model)
+    load_heads(path, heads)
     _set_rng_state(load_file(path / "rng.safetensors"))
     return json.loads((path / "state.json").read_text(encoding="utf-8"))
+
+
+HEADS = "heads.safetensors"
+
+
+def save_heads(heads: dict, path: Path) -> None:
+    """Each head's tensors as ``<name>.<key>`` in one safetensors file, written beside and renamed into place."""
+    tensors = {
+        f"{name}.{k}": v.detach().contiguous().cpu() for name, h in heads.items() for k, v in h.state_dict().items()
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, tmp)
+    os.replace(tmp, path)
+
+
+def load_heads(path: Path, heads: Optional[dict]) -> None:
+    """The heads saved in checkpoint ``path``; a checkpoint with heads the run lacks (or without those it has)
+    belongs to another configuration: a one-line error, not the optimizer's mismatch."""
+    file = path / HEADS
+    if not heads:
+        if file.is_file():
+            raise LmforgeError(f"{path}: this checkpoint trained a head (rl.log_z: learned); resume with that setting")
+        return
+    if not file.is_file():
+        raise LmforgeError(f"{path}: no {HEADS} (it was written without rl.log_z: learned); resume with that setting")
+    saved = load_file(file)
+    for name, h in heads.items():
+        mine = {k[len(name) + 1 :]: v for k, v in saved.items() if k.startswith(name + ".")}
+        try:
+            h.load_state_dict(mine)
+        except RuntimeError as e:
+            raise LmforgeError(f"{file}: {name} does not match this run's ({str(e).splitlines()[0]})") from None
+
+
+def load_data_state(path: Path) -> Optional[list]:
+    """The batch source's saved state (one entry per process), or None when the checkpoint has none."""
+    file = path / "data.json"
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
 
 
 def _load_weights(path: Path, model) -> None:

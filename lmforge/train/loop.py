@@ -7,6 +7,7 @@ orchestrator (``run.py``) builds the accelerator, decides what to resume from an
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -44,12 +45,14 @@ class TrainResult:
     interrupted: bool = False
 
 
-def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (or plain SGD); weight decay on matrices only (not norms, biases)."""
+def make_optimizer(model, cfg: TrainConfig, heads: Optional[dict] = None) -> torch.optim.Optimizer:
+    """AdamW (or plain SGD); weight decay on matrices only (not norms, biases). Each head (a module trained
+    beside the model, e.g. TB's log Z) is one more group, at its own ``lr``, without weight decay."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups += [{"params": list(h.parameters()), "weight_decay": 0.0, "lr": h.lr} for h in (heads or {}).values()]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, foreach=True)
     if cfg.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
@@ -84,12 +87,15 @@ def train(
     step_offset: int = 0,
     logger: Optional[RunLogger] = None,
     on_eval: Optional[EvalHook] = None,
+    heads: Optional[dict[str, torch.nn.Module]] = None,
 ) -> TrainResult:
     """Trains ``model`` on ``data`` for ``cfg.train.max_steps`` optimizer steps; saves into ``cfg.run_dir``.
 
     ``resume_from``: a checkpoint whose weights, optimizer, schedule and RNG are restored first; its step
     (from its ``state.json``) is where training goes on. ``step_offset`` numbers the steps of a later
-    stage after the earlier ones (checkpoints, logs).
+    stage after the earlier ones (checkpoints, logs). ``heads``: modules trained beside the model, passed to the
+    objective by name (TB's ``log_z_head``), saved and restored with each checkpoint, as is the batch source's
+    own state (``data.state_dict()``: the replay buffer of rollouts) where it has one.
     """
     tc = cfg.train
     run_dir = cfg.run_dir
@@ -97,7 +103,10 @@ def train(
     if spec.needs_reference and reference is None:
         raise LmforgeError(f"train.objective={tc.objective} needs a reference model")
     objective = spec.bind(tc.objective_args, tokenizer)
-    optimizer = make_optimizer(model, tc)
+    heads = {name: h.to(accelerator.device) for name, h in (heads or {}).items()}
+    if heads:
+        objective = functools.partial(objective, **heads)
+    optimizer = make_optimizer(model, tc, heads)
     clock = {"start": time.time(), "before": 0.0}  # training seconds: this process's, plus the resumed run's
 
     def elapsed() -> float:
@@ -114,8 +123,9 @@ def train(
     state: dict = {"best": None, "best_step": None, "elapsed_s": 0.0}
     step = 0
     if resume_from is not None:
-        state = ckpt.load_checkpoint(resume_from, model, optimizer, scheduler)
+        state = ckpt.load_checkpoint(resume_from, model, optimizer, scheduler, heads)
         step = state["step"] - step_offset
+        _restore_data_state(data, ckpt.load_data_state(resume_from), accelerator, logger)
         logger.info(f"resumed from {resume_from} at step {state['step']}")
 
     higher = higher_is_better(tc.best_metric) if tc.best_mode == "auto" else tc.best_mode == "max"
@@ -126,6 +136,13 @@ def train(
 
     def save(at: int) -> None:
         accelerator.wait_for_everyone()
+        data_state = None
+        if hasattr(data, "state_dict"):  # each process's own (its share of the prompts), in rank order
+            data_state = [data.state_dict()]
+            if world > 1:
+                from accelerate.utils import gather_object
+
+                data_state = gather_object(data_state)
         if accelerator.is_main_process:
             extra = {k: state.get(k) for k in ("best", "best_step", "skipped")} | {"elapsed_s": elapsed()}
             ckpt.save_checkpoint(
@@ -137,6 +154,8 @@ def train(
                 scheduler,
                 extra,
                 tc.keep_last,
+                heads=heads,
+                data_state=data_state,
             )
 
     try:
@@ -155,6 +174,9 @@ def train(
                     accelerator.backward(loss * world)
                 step_loss += loss.detach().float().item()
             step_loss = accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "sum").item()
+            if heads and world > 1:  # heads are outside DDP: their gradients averaged as DDP averages the model's
+                for p in (p for h in heads.values() for p in h.parameters() if p.grad is not None):
+                    p.grad = accelerator.reduce(p.grad, "mean")
             # the norm is measured even without clipping (max_norm inf clips nothing): a NaN gradient stops too
             grad_norm = float(accelerator.clip_grad_norm_(wrapped.parameters(), tc.grad_clip or math.inf))
             lr = scheduler.get_last_lr()[0]  # the rate this step is taken with
@@ -239,6 +261,18 @@ def evaluate(model, data, objective, reference, max_batches: int, accelerator) -
         out["val_bpc"] = out["val_nll"] / cpt / math.log(2)
         out["val_nats_per_char"] = out["val_nll"] / cpt
     return out
+
+
+def _restore_data_state(data, saved: Optional[list], accelerator, logger) -> None:
+    """The batch source's state as the checkpoint saved it, this process's share; none saved: as it starts."""
+    if saved is None or not hasattr(data, "load_state_dict"):
+        return
+    if len(saved) != accelerator.num_processes:
+        logger.info(
+            f"rollout state saved by {len(saved)} processes, resumed on {accelerator.num_processes}: not restored"
+        )
+        return
+    data.load_state_dict(saved[accelerator.process_index])
 
 
 def _real_tokens(batch: dict) -> int:

@@ -25,3 +25,5 @@ class Plan:
     reference: Optional[Callable] = None
     final: list[Callable] = field(default_factory=list)
     """Called with (model, step) once the final model is saved (last samples)."""
+    heads: dict = field(default_factory=dict)
+    """Modules trained beside the model, by the objective's keyword (TB's log_z_head); saved with it."""

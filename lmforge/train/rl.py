@@ -13,6 +13,7 @@ from lmforge.core.errors import LmforgeError
 from lmforge.data.batches import Layout
 from lmforge.data.readers import read_rows
 from lmforge.data.split import split_rows
+from lmforge.losses.log_z import LogZHead
 from lmforge.losses.objectives import make_reference
 from lmforge.model import pick_attention, set_attention
 from lmforge.rewards import Rewards, RewardTerm
@@ -102,6 +103,7 @@ def plan(cfg: RunConfig, accelerator, precision: str, resume: bool) -> Plan:
     rewards = make_rewards(cfg)
     train_prompts, eval_prompts = split_prompts(load_prompts(cfg), rl.eval_prompts)
     evaluator = RewardEvaluator(cfg, tokenizer, eval_prompts, rewards, reference)
+    heads = {"log_z_head": LogZHead(model.config.hidden_size, rl.log_z_lr)} if rl.log_z == "learned" else {}
     return Plan(
         model,
         tokenizer,
@@ -111,4 +113,5 @@ def plan(cfg: RunConfig, accelerator, precision: str, resume: bool) -> Plan:
         evaluators=lambda c, d: (sampler, evaluator),
         reference=reference,
         final=[lambda m, s: sampler(m, s, force=True)],
+        heads=heads,
     )

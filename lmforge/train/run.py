@@ -22,7 +22,7 @@ from lmforge.train import finetune as ft
 from lmforge.train import pretrain as pt
 from lmforge.train import rl as rlp
 from lmforge.train.auto import resolve_auto
-from lmforge.train.checkpoint import disk_full_is_an_error, latest_checkpoint, restore_weights
+from lmforge.train.checkpoint import HEADS, disk_full_is_an_error, latest_checkpoint, restore_weights, save_heads
 from lmforge.train.derived import describe, memory_estimate, print_derived, process_memory
 from lmforge.train.loop import EvalHook, train
 
@@ -117,7 +117,7 @@ def run(
             offset += steps
             continue
         if not restored and done == offset:  # killed right after an earlier stage's last checkpoint
-            restore_weights(last, plan.model)
+            restore_weights(last, plan.model, plan.heads)
             restored = True
         data = data or plan.data(stage_cfg)
         if accelerator.is_main_process and not quiet:
@@ -150,6 +150,7 @@ def run(
             resume_from=last if not restored else None,
             step_offset=offset,
             on_eval=on_eval,
+            heads=plan.heads,
         )
         step, restored = offset + result.step, True
         if result.interrupted:
@@ -157,12 +158,14 @@ def run(
         offset += steps
 
     if not restored:  # killed after the last checkpoint, before the model was saved: nothing left to train
-        restore_weights(last, plan.model)
+        restore_weights(last, plan.model, plan.heads)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(plan.model)
         with disk_full_is_an_error(run_dir / ".model.tmp", run_dir):
             save_model_folder(final, plan.tokenizer, run_dir / "model")
+            if plan.heads:  # beside the weights (loaders read their own files by name and pass this one by)
+                save_heads(plan.heads, run_dir / "model" / HEADS)
         for fn in plan.final:
             fn(final, step)
     return run_dir
