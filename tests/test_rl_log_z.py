@@ -4,11 +4,12 @@ On a toy problem small enough to enumerate (two prompts, two tokens from a vocab
 each prompt's log-partition log sum_y R(x, y) and the policy samples y in proportion to R, through the
 registered ``tb`` objective and the loop's optimizer groups. Through the CLI, a run stopped after a checkpoint
 and resumed gives the uninterrupted run's losses bit for bit (fp32 CPU): with the head (full fine-tuning and
-LoRA).
+LoRA) and with the replay buffer, which the checkpoints now keep.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -146,6 +147,7 @@ def step_values(run: Path, key: str) -> dict[int, float]:
     [
         ("learned-full", {"rl.log_z": "learned"}),
         ("learned-lora", {"rl.log_z": "learned", "lora.method": "lora", "lora.r": 4}),
+        ("replay", {"rl.replay": 1}),
     ],
 )
 def test_resumed_tb_run_equals_the_uninterrupted_one(tmp_path, tiny_model_dir, one_thread, name, extra):
@@ -164,6 +166,9 @@ def test_resumed_tb_run_equals_the_uninterrupted_one(tmp_path, tiny_model_dir, o
         assert heads[0].keys() == heads[1].keys() and all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
         assert bool(heads[0]["log_z_head.started"])
         assert (whole / "checkpoints" / "step-000002" / "heads.safetensors").is_file()
+    if "rl.replay" in extra:
+        saved = json.loads((whole / "checkpoints" / "step-000002" / "data.json").read_text())
+        assert len(saved) == 1 and saved[0]["replay"]  # one process; its buffer holds sequences
 
 
 def test_resume_with_another_log_z_setting_is_one_line(tmp_path, tiny_model_dir, one_thread):

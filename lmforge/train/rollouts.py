@@ -2,7 +2,8 @@
 current policy, scores them with the config's rewards, and returns the micro-batches the RL objectives take.
 
 The prompts of a step, and the sampling seed, are functions of the step (as every batch source's rows are),
-so a resumed run draws the same prompts; what it samples then depends on the weights, as it should. With
+so a resumed run draws the same prompts; what it samples then depends on the weights, as it should, and the
+replay buffer (``rl.replay``) is saved with each checkpoint (``state_dict``). With
 ``rl.reuse`` > 1 a batch of rollouts serves that many optimizer steps (the ratio to the sampling policy is
 clipped); it is sampled again after a resume. Preference pairs (DPO) come from ``PairBatches``.
 """
@@ -108,6 +109,13 @@ class Rollouts:
 
     def step_metrics(self) -> dict:
         return self._metrics
+
+    def state_dict(self) -> dict:
+        """What a resume needs beyond the step: the replay buffer (the prompts and seeds are the step's)."""
+        return {"replay": {p: [[r, list(ids)] for r, ids in kept] for p, kept in self._buffer.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._buffer = {p: [(float(r), tuple(ids)) for r, ids in kept] for p, kept in state.get("replay", {}).items()}
 
     # ---- one batch of rollouts
     def _temperature(self, step: int) -> float:
