@@ -203,3 +203,75 @@ def test_two_processes_share_one_study_and_run_distinct_trials(tmp_path):
     assert sorted(t.params["train.lr"] for t in trials) == lrs  # each setting once: no trial run twice
     assert len({t.user_attrs["pid"] for t in trials}) == 2  # both processes took trials
     assert sorted(p.name for p in (tmp_path / "runs" / "s").glob("trial-*")) == [f"trial-{i}" for i in range(4)]
+
+
+def test_deadline_waits_while_held_then_stops():
+    from lmforge.sweep.deadline import Deadline, TrialTimeout
+
+    before = signal.getsignal(signal.SIGALRM)
+    with pytest.raises(TrialTimeout, match="trial_timeout_s=0.05"):
+        with Deadline(0.05) as d:
+            with d.held():
+                time.sleep(0.3)  # the limit passes here: nothing is raised inside
+                assert d.expired
+            pytest.fail("the limit did not stop the block once released")
+    assert signal.getsignal(signal.SIGALRM) == before and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with Deadline(None):  # no limit: no timer
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_trial_past_its_limit_is_stopped_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    """Three trials, each limited to 1 s: one hangs after an evaluation (pruned there), one hangs before any
+    (failed), one finishes; the sweep records all three with their reason and spends its budget of 3."""
+    import lmforge.sweep.study as study_mod
+
+    def fake_run(cfg, quiet, on_eval):  # the trial's behaviour, chosen by its lr
+        if cfg.train.lr == 1e-3:
+            on_eval(5, {"val_loss": 2.0})
+            time.sleep(60)
+        elif cfg.train.lr == 2e-3:
+            while True:
+                pass  # busy in Python: the signal stops it all the same
+        on_eval(5, {"val_loss": 1.5})
+        return cfg.run_dir
+
+    monkeypatch.setattr(study_mod, "pretrain", fake_run)
+    path = _sweep(
+        tmp_path,
+        "metric: val_loss\nbudget: {n_trials: 3, trial_timeout_s: 1}\nsampler: random\npruner: none\n"
+        "space:\n  train.lr: {choices: [1.0e-3, 2.0e-3, 4.0e-3]}\n",
+    )
+    sweep, _, base = load_sweep(path)
+    study = open_study(sweep, sweep_dir(sweep, base))
+    for lr in (1e-3, 2e-3, 4e-3):
+        study.enqueue_trial({"train.lr": lr})
+    said, t0 = [], time.time()
+    run_sweep(path, say=said.append)
+    assert time.time() - t0 < 30
+    t = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'runs' / 's' / 'study.db'}").trials
+    S = optuna.trial.TrialState
+    assert [x.state for x in t] == [S.PRUNED, S.FAIL, S.COMPLETE] and t[2].value == 1.5
+    assert t[0].user_attrs["stopped"] == t[1].user_attrs["error"] == "ran past budget.trial_timeout_s=1"
+    assert list(t[0].intermediate_values.items()) == [(5, 2.0)]
+    assert "trial 0: pruned (ran past budget.trial_timeout_s=1)" in said
+    assert any(s.startswith("trial 1: failed (ran past budget.trial_timeout_s=1)") for s in said)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+@pytest.mark.slow
+def test_a_real_trial_past_its_limit_is_pruned_at_its_last_evaluation(tmp_path, one_thread):
+    """Through the training loop: the signal stops it mid-run, no final model is saved."""
+    path = _sweep(
+        tmp_path,
+        "metric: val_loss\nbudget: {n_trials: 1, trial_timeout_s: 15}\npruner: none\n"
+        "space:\n  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n",
+        steps=100000,
+    )
+    said = []
+    run_sweep(path, say=said.append)
+    folder = tmp_path / "runs" / "s"
+    (t,) = optuna.load_study(study_name="s", storage=f"sqlite:///{folder / 'study.db'}").trials
+    assert t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values
+    assert t.user_attrs["stopped"] == "ran past budget.trial_timeout_s=15"
+    steps = [json.loads(x).get("step", 0) for x in (folder / "trial-0" / "metrics.jsonl").read_text().splitlines()]
+    assert 5 <= max(steps) < 100000 and not (folder / "trial-0" / "model").exists()

@@ -4,7 +4,7 @@
     config: recipes/shakespeare-cpu.yaml
     set: {train.max_time_s: null, train.max_steps: 300, train.eval_every: 50}   # every trial
     metric: val_nats_per_char         # direction: from the metric's declaration unless given
-    budget: {n_trials: 12, timeout_s: 2400}
+    budget: {n_trials: 12, timeout_s: 2400, trial_timeout_s: 600}
     sampler: tpe                      # tpe | random | grid
     pruner: median                    # median | hyperband | none
     space:
@@ -85,6 +85,9 @@ class Budget(_Strict):
     """Trials that end (complete, pruned or failed in training) over the whole study, every process counted."""
     timeout_s: Optional[float] = Field(None, gt=0)
     """Wall-clock seconds for this process's share; a trial under way finishes."""
+    trial_timeout_s: Optional[float] = Field(None, gt=0)
+    """Wall-clock seconds one trial may take (start-up and evaluations included): past it the trial is stopped,
+    recorded as pruned at its last evaluation (failed if it made none), and the sweep goes on."""
 
 
 class Sweep(_Strict):

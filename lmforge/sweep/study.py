@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import optuna
 import sqlalchemy
@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 
 from lmforge.core.config import RunConfig, apply_override, load_config
 from lmforge.core.errors import LmforgeError
+from lmforge.sweep.deadline import Deadline, TrialTimeout
 from lmforge.sweep.spec import Sweep, config_value, is_int, load_sweep
 from lmforge.train.run import finetune, pretrain
 
@@ -173,6 +174,7 @@ def run_sweep(path: str | Path, say: Callable[[str], None] = print) -> optuna.St
         trial.set_user_attr("pid", os.getpid())
         say(f"trial {trial.number}: {_settings(values)}")
         best = _Best(sweep.direction == "maximize")
+        deadline = Deadline(sweep.budget.trial_timeout_s)
 
         def on_eval(step: int, metrics: dict) -> None:
             value = metrics.get(sweep.metric)
@@ -181,24 +183,33 @@ def run_sweep(path: str | Path, say: Callable[[str], None] = print) -> optuna.St
                     f"metric {sweep.metric!r} is not evaluated by this run; it reports {', '.join(sorted(metrics))}"
                 )
             best.add(value)
-            trial.report(value, step)
-            if trial.should_prune():
+            with deadline.held():  # a report written whole, then the limit if it passed meanwhile
+                trial.report(value, step)
+                prune = trial.should_prune()
+            if prune:
                 raise optuna.TrialPruned(f"{sweep.metric}={value:.4g} at step {step}")
 
         try:
-            runner(cfg, quiet=True, on_eval=on_eval)
+            with deadline:
+                runner(cfg, quiet=True, on_eval=on_eval)
         except MetricMissing:
             raise
         except LmforgeError as e:
             trial.set_user_attr("error", str(e))
             raise TrialFailed(str(e)) from None
+        except TrialTimeout as e:
+            stop_late_trial(trial, best, str(e))
         if best.value is None:
             raise MetricMissing(f"the run never evaluated {sweep.metric!r}: lower train.eval_every")
         return best.value
 
     def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        what = {TrialState.COMPLETE: f"{sweep.metric}={trial.value:.4g}", TrialState.PRUNED: "pruned"}
-        say(f"trial {trial.number}: {what.get(trial.state, trial.state.name.lower())}" + _best_line(study, sweep))
+        # a failed trial has no value: only a complete one is formatted with it
+        what = f"{sweep.metric}={trial.value:.4g}" if trial.state == TrialState.COMPLETE else trial.state.name.lower()
+        what = {"fail": "failed"}.get(what, what) + "".join(
+            f" ({trial.user_attrs[k]})" for k in ("stopped", "error") if k in trial.user_attrs
+        )
+        say(f"trial {trial.number}: {what}" + _best_line(study, sweep))
         link_best(study, folder)
         others = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if n is not None and _spent(study) + others >= n:
@@ -207,6 +218,16 @@ def run_sweep(path: str | Path, say: Callable[[str], None] = print) -> optuna.St
     study.optimize(objective, timeout=sweep.budget.timeout_s, catch=(TrialFailed,), callbacks=[after])
     link_best(study, folder)
     return study
+
+
+def stop_late_trial(trial: optuna.Trial, best: _Best, why: str) -> NoReturn:
+    """A trial past ``trial_timeout_s``: pruned at its last report when it made one (the sampler then learns
+    from it as from any pruned trial), failed otherwise; either way it used its share of the budget."""
+    if best.value is None:
+        trial.set_user_attr("error", why)
+        raise TrialFailed(why)
+    trial.set_user_attr("stopped", why)
+    raise optuna.TrialPruned(why)
 
 
 def _keep_sweep_file(sweep: Sweep, folder: Path) -> None:
