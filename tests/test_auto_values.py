@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lmforge.core.config import ModelConfig, load_config
+from lmforge.core.errors import LmforgeError
 from lmforge.data.batches import Layout, PackedStream
 from lmforge.model import build_model
 from lmforge.train import auto
@@ -139,3 +140,44 @@ def test_max_steps_auto_fills_the_budget_at_the_measured_step_time(tmp_path, tin
     # the first step (warm-up) is left out, the median of the rest taken
     monkeypatch.setattr(auto, "trial_steps", lambda *a, **k: ([0.0] * 6, [9.0, 0.5, 0.4, 0.6, 0.5, 3.0]))
     assert auto.steps_in_budget(cfg, model, tiny_tokenizer, data, None)["max_steps"] == 60
+
+
+def test_data_preview_chooses_batch_size_auto_as_a_run(tmp_path, tiny_model_dir, one_thread, monkeypatch, capsys):
+    """The preview's choice, its padding figure and a real run's choice agree under one (fake) memory limit."""
+    from lmforge.cli import main
+    from lmforge.data.preview import preview_data
+    from lmforge.train.batch_choice import choose_batch_size
+
+    monkeypatch.setattr(auto, "process_memory", lambda device: 500 * 2**20)  # the same process, probe after probe
+    rows = [{"instruction": f"Say {i}.", "input": "", "output": "The sea " * (1 + i % 9)} for i in range(40)]
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps(rows), encoding="utf-8")
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(
+        f"name: auto\nout_dir: {tmp_path / 'runs'}\nlog_dir: {tmp_path / 'logs'}\n"
+        f"model: {{base: {tiny_model_dir}, context: 128}}\ndata: {{train: {data}, format: alpaca}}\n"
+        "train: {batch_size: auto, global_batch_size: 8, precision: fp32, max_steps: 1, report_to: none}\n"
+        "sample: {max_new_tokens: 2, every: 1000}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(LmforgeError, match="batch_size=auto: decide it first"):
+        preview_data(load_config(cfg_file))  # the library call says what to do; the command decides it
+    roomy = load_config(cfg_file, ["train.memory_limit_gb=1000"])
+    needs = choose_batch_size(roomy)["needs"]
+    assert (roomy.train.batch_size, roomy.train.grad_accum, sorted(needs)) == (8, 1, [1, 2, 4, 8])
+    limit = f"train.memory_limit_gb={(needs[2] + needs[4]) / 2 / 0.8 / 2**30}"  # 2 rows fit under the margin, 4 not
+
+    assert main(["data", "preview", str(cfg_file), limit]) == 0
+    out = capsys.readouterr().out
+    assert "note: batch_size: auto -> 2 x grad_accum 4 (global 8)" in out and "padding: batches of 2 " in out
+    assert main(["finetune", str(cfg_file), limit]) == 0
+    assert "batch_size: auto -> 2 x grad_accum 4 (global 8)" in capsys.readouterr().out
+
+
+def test_rl_refuses_batch_size_auto_in_one_line(tiny_model_dir):
+    from lmforge.train.run import rl
+
+    args = [f"model.base={tiny_model_dir}", "rl.algorithm=rloo", "rl.prompts=[The]", "train.batch_size=auto"]
+    cfg = load_config(None, [*args, "rl.rewards=[{name: json_valid}]", "rl.num_generations=3"])
+    with pytest.raises(LmforgeError, match=r"set the prompts per micro-batch \(each one is rl.num_generations=3 "):
+        rl(cfg)  # before anything is loaded

@@ -1,5 +1,6 @@
 """``lmforge data preview CONFIG.yaml [key=value ...] [--rows N] [--html FILE]``: the training examples as
-training builds them, trained tokens told apart from context, what the context cuts, padding and packing."""
+training builds them, trained tokens told apart from context, what the context cuts, padding and packing.
+``train.batch_size: auto`` is decided first, as a run decides it (the model loaded, memory probed)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from lmforge.cli.args import config_arguments
 from lmforge.core.config import load_config
 from lmforge.data.preview import preview_data, render_text, write_html
+from lmforge.train.auto import fit_line
+from lmforge.train.batch_choice import choose_batch_size
 
 
 def add_arguments(p) -> None:
@@ -26,7 +29,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     cfg = load_config(args.config, args.overrides)
+    chosen = choose_batch_size(cfg) if cfg.train.batch_size == "auto" else None  # as the run will choose it
     result = preview_data(cfg, rows=args.rows)
+    if chosen:
+        result.notes.append(f"{fit_line(chosen)} (chosen as training chooses it, with the memory free now)")
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     print(render_text(result, colour=colour))
     if args.html:

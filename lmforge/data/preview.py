@@ -138,6 +138,10 @@ def preview_data(cfg: RunConfig, rows: int = 3) -> Preview:
         raise LmforgeError("data preview needs a tokenizer: set model.base (or tokenizer.path)")
     if not cfg.data.train:
         raise LmforgeError("data.train is empty: name at least one source (a file, folder or hub dataset)")
+    if cfg.train.batch_size == "auto":  # the padding depends on the micro-batch, which a memory probe decides
+        raise LmforgeError(
+            "train.batch_size=auto: decide it first (lmforge data preview does, as training does) or give a number"
+        )
     tokenizer = load_tokenizer(name, trust_remote_code=cfg.model.trust_remote_code)
     grew = ensure_pad(tokenizer)
     grew = prepare_tokenizer(tokenizer, cfg.data) or grew

@@ -122,6 +122,15 @@ def resolve_batch_size(cfg: RunConfig, model, context: int, accelerator) -> dict
     return {"batch_size": micro, "grad_accum": tc.grad_accum, "global": target, "limit": limit, "needs": needs}
 
 
+def fit_line(fit: dict) -> str:
+    """What ``batch_size: auto`` chose, in one line."""
+    need = fit["needs"][fit["batch_size"]] / 2**30
+    return (
+        f"batch_size: auto -> {fit['batch_size']} x grad_accum {fit['grad_accum']} (global {fit['global']}); "
+        f"{need:.2f} GiB of the {fit['limit'] / 2**30:.2f} GiB limit, {MARGIN:.0%} kept free"
+    )
+
+
 # ---- lr: auto ----------------------------------------------------------------------------------------------
 
 
@@ -249,11 +258,7 @@ def resolve_auto(cfg: RunConfig, plan, accelerator, say: Callable[[str], None] =
         fit = _same_everywhere(accelerator, resolve_batch_size(cfg, plan.model, plan.context, accelerator))
         for s in stages:
             s.train.batch_size, s.train.grad_accum = fit["batch_size"], fit["grad_accum"]
-        need = fit["needs"][fit["batch_size"]] / 2**30
-        say(
-            f"batch_size: auto -> {fit['batch_size']} x grad_accum {fit['grad_accum']} (global {fit['global']}); "
-            f"{need:.2f} GiB of the {fit['limit'] / 2**30:.2f} GiB limit, {MARGIN:.0%} kept free"
-        )
+        say(fit_line(fit))
     if cfg.train.lr == "auto":
         result = range_test(cfg, plan.model, plan.tokenizer, plan.data(cfg), accelerator, plan.reference)
         result = _same_everywhere(accelerator, result)

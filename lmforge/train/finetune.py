@@ -54,6 +54,11 @@ def load_base(cfg: RunConfig):
     return tokenizer, model
 
 
+def base_context(cfg: RunConfig, model) -> int:
+    """Tokens per training sequence: ``model.context``, else the base's positions up to 1024."""
+    return cfg.model.context or min(getattr(model.config, "max_position_embeddings", 1024), 1024)
+
+
 def make_reference(cfg: RunConfig, model):
     """The frozen reference an objective compares against: the adapter-disabled model under LoRA."""
     if not OBJECTIVES.get(cfg.train.objective).needs_reference:
@@ -128,7 +133,7 @@ def plan(cfg: RunConfig, accelerator, precision: str, resume: bool) -> Plan:
     """The base (checked by the doctor, adapters attached), its reference if the objective needs one, and
     one stage per data section: ``data`` first, then each of ``stages``."""
     tokenizer, model = load_base(cfg)
-    context = cfg.model.context or min(getattr(model.config, "max_position_embeddings", 1024), 1024)
+    context = base_context(cfg, model)
     set_attention(model, pick_attention(cfg.model.attn_implementation, precision, accelerator.device.type, context))
     run_checks(cfg, model, tokenizer, context)
     reference = make_reference(cfg, model)

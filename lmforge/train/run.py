@@ -69,6 +69,13 @@ def rl(cfg: RunConfig, resume: bool = False, quiet: bool = False) -> Path:
     """Trains ``model.base`` with rewards (rollouts) or preference pairs (``rl.algorithm``); returns the run folder."""
     if not cfg.model.base:
         raise LmforgeError("model.base: set the model to train with rewards (hub id, folder or lmforge run)")
+    if cfg.train.batch_size == "auto":  # the memory probe measures one sequence per row, not what a row is here
+        row = (
+            "pairs per micro-batch (a chosen and a rejected sequence each)"
+            if cfg.rl.algorithm == "dpo" and cfg.data.train
+            else f"prompts per micro-batch (each one is rl.num_generations={cfg.rl.num_generations} sampled sequences)"
+        )
+        raise LmforgeError(f"train.batch_size=auto is not chosen for lmforge rl: set the {row} and train.grad_accum")
     return run(cfg, "rl", resume=resume, quiet=quiet)
 
 
