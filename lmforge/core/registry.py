@@ -62,11 +62,16 @@ class Objective:
 class Metric:
     """A score of one prediction against its reference, ``fn(prediction, reference, **ctx) -> float``,
     averaged over examples; ``fn`` is None for a metric computed over whole texts (perplexity), declared
-    here for its direction only."""
+    here for its direction only. ``corpus(predictions, references, **ctx) -> float``, where given, is the
+    metric over a whole set instead of the mean (distinct n-grams across samples, rhyming pairs pooled);
+    ``needs_reference`` False: a measure of the prediction alone (a task's rows may then be prompts only);
+    ``higher_is_better`` None: a measure with no better direction (syllables per line)."""
 
     name: str
     fn: Optional[Callable]
-    higher_is_better: bool = True
+    higher_is_better: Optional[bool] = True
+    corpus: Optional[Callable] = None
+    needs_reference: bool = True
 
 
 def _as_objective(name: str, obj: Any) -> Objective:
@@ -141,11 +146,18 @@ def objective(name: str, *, needs_reference: bool = False, needs_tokenizer: bool
     return deco
 
 
-def metric(name: str, *, higher_is_better: bool = True) -> Callable:
-    """Registers ``fn`` as the per-example metric ``name``; returns ``fn`` unchanged."""
+def metric(
+    name: str,
+    *,
+    higher_is_better: Optional[bool] = True,
+    corpus: Optional[Callable] = None,
+    needs_reference: bool = True,
+) -> Callable:
+    """Registers ``fn`` as the per-example metric ``name`` (``corpus``: its value over a whole set, see
+    ``Metric``); returns ``fn`` unchanged."""
 
     def deco(fn):
-        METRICS.add(name, Metric(name, fn, higher_is_better))
+        METRICS.add(name, Metric(name, fn, higher_is_better, corpus, needs_reference))
         return fn
 
     return deco

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import lmforge.rewards  # noqa: F401  (registers the verse metrics: rhyme_rate_en, distinct_2, ...)
 from lmforge.core.errors import LmforgeError
 from lmforge.evaluate.lm import score_file
 from lmforge.evaluate.remote import RemoteModel, byte_budget, is_remote

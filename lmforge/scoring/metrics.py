@@ -201,12 +201,15 @@ def higher_is_better(name: str) -> bool:
 
 
 def aggregate(metric_names: list[str], predictions: list[str], references: list[str], **ctx: Any) -> dict[str, float]:
-    """Mean of each registered metric over the examples."""
+    """Each registered metric over the examples: its ``corpus`` value where it has one, else the mean."""
     out = {}
     for name in metric_names:
         m = METRICS.get(name)
         if m.fn is None:
             raise LmforgeError(f"metric {name!r} is computed on whole texts (lmforge eval --text), not per example")
+        if m.corpus is not None:
+            out[name] = m.corpus(predictions, references, **ctx) if predictions else float("nan")
+            continue
         scores = [m.fn(p, r, **ctx) for p, r in zip(predictions, references)]
         out[name] = sum(scores) / len(scores) if scores else float("nan")
     return out

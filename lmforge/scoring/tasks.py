@@ -8,6 +8,7 @@ test_fraction; examples/cantos/task.yaml is one) or from ``"package.module:funct
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
@@ -38,13 +39,16 @@ class Task:
     output_key: str = "output"
     reward_metric: str = "exact_match"
     """The metric ``score()`` returns (the RL reward)."""
+    metric_args: dict = field(default_factory=dict)
+    """Keywords every metric of the task is given, e.g. {scheme: ABAB} for rhyme_rate_en."""
 
     def prompt(self, row: dict) -> str:
         head = self.template.split("{" + self.output_key + "}")[0]
         return head.format(**{k: v for k, v in row.items() if k != self.output_key})
 
     def reference(self, row: dict) -> str:
-        return str(row[self.output_key])
+        """The row's reference output; "" for a row that is a prompt only (measures of the output alone)."""
+        return str(row.get(self.output_key, ""))
 
     def postprocess(self, completion: str) -> str:
         """The answer part of a raw completion: cut at the first stop string, outer blanks removed."""
@@ -56,14 +60,14 @@ class Task:
     def score(self, completion: str, row: dict) -> float:
         """One number for one completion (``reward_metric``): the reward RL trains on."""
         return M.METRICS.get(self.reward_metric).fn(
-            self.postprocess(completion), self.reference(row), schema=self.schema
+            self.postprocess(completion), self.reference(row), schema=self.schema, **self.metric_args
         )
 
     def evaluate(self, completions: list[str], rows: list[dict]) -> dict[str, float]:
         """Every metric of the task, averaged over ``completions`` (raw, as generated) for ``rows``."""
         preds = [self.postprocess(c) for c in completions]
         refs = [self.reference(r) for r in rows]
-        return M.aggregate(self.metrics, preds, refs, schema=self.schema)
+        return M.aggregate(self.metrics, preds, refs, schema=self.schema, **self.metric_args)
 
     def split(self, name: str, seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION) -> Task:
         return replace(self, rows=split_rows(self.rows, name, seed, test_fraction))
@@ -101,6 +105,7 @@ _YAML_KEYS = {
     "metrics",
     "stop",
     "input_key",
+    "metric_args",
     "output_key",
     "reward_metric",
     "seed",
@@ -142,8 +147,11 @@ def task_from_yaml(path: str | Path, data: Optional[str] = None, split: str = "a
         raise LmforgeError(f"{p}: key 'test_fraction' must be a number between 0 and 1, got {test_fraction!r}")
     if not data and not src.is_file():
         raise LmforgeError(f"{p}: key 'data': task data not found: {src}")
-    rows = read_jsonl(src, (in_key, out_key))
-    if schema is not None:  # the answers are JSON: a reference that is not would score every answer 0
+    metric_args = _metric_args(spec, [*metrics, reward_metric], p)
+    # rows are prompts only when every metric measures the output alone (rhyme, diversity)
+    needs_output = any(M.METRICS.get(m).needs_reference for m in [*metrics, reward_metric])
+    rows = read_jsonl(src, (in_key, out_key) if needs_output else (in_key,))
+    if schema is not None and needs_output:  # the answers are JSON: a reference that is not would score every answer 0
         for n, row in enumerate(rows, 1):
             if M.parse_json(row[out_key]) is M._INVALID:
                 raise LmforgeError(f"{src}: example {n}: {out_key!r} is not valid JSON (the task has a schema)")
@@ -158,6 +166,7 @@ def task_from_yaml(path: str | Path, data: Optional[str] = None, split: str = "a
         input_key=in_key,
         output_key=out_key,
         reward_metric=reward_metric,
+        metric_args=metric_args,
     )
     _check_template(task, src, p)
     return task.split(split, seed, float(test_fraction))
@@ -177,6 +186,25 @@ def _texts(spec: dict, key: str, p: Path) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise LmforgeError(f"{p}: key {key!r} must be a string or a list of strings, got {value!r}"[:300])
     return value
+
+
+def _metric_args(spec: dict, metrics: list[str], p: Path) -> dict:
+    """The ``metric_args`` mapping; each key must be a keyword one of the task's metrics takes."""
+    args = spec.get("metric_args") or {}
+    if not isinstance(args, dict):
+        raise LmforgeError(f"{p}: key 'metric_args' must be a mapping, e.g. {{scheme: ABAB}}, got {args!r}"[:300])
+    taken = {
+        name
+        for m in metrics
+        for name, prm in inspect.signature(M.METRICS.get(m).fn).parameters.items()
+        if prm.kind is prm.KEYWORD_ONLY and name != "schema"  # the task's own schema is given, not set here
+    }
+    for key in args:
+        if key not in taken:
+            raise LmforgeError(
+                f"{p}: key 'metric_args': no metric of the task takes {key!r}" + did_you_mean(str(key), sorted(taken))
+            )
+    return dict(args)
 
 
 def _check_template(task: Task, src: Path, p: Path) -> None:

@@ -11,7 +11,6 @@ clipped); it is sampled again after a resume. Preference pairs (DPO) come from `
 from __future__ import annotations
 
 import math
-from collections import Counter
 from typing import Any
 
 import torch
@@ -24,6 +23,7 @@ from lmforge.losses.common import IGNORE
 from lmforge.losses.rl import grpo_advantages, rloo_advantages, token_logprobs
 from lmforge.model.modes import evaluating
 from lmforge.rewards import Rewards
+from lmforge.rewards.measures import distinct_n
 
 
 @torch.no_grad()
@@ -52,15 +52,6 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], k: int, cfg, seed: int
         cut = next((i for i, t in enumerate(row) if t in stops), None)
         done.append(row if cut is None else row[: cut + 1])
     return done
-
-
-def distinct_n(texts: list[str], n: int = 2) -> float:
-    """Distinct n-grams over all n-grams of the texts' words (diversity across samples)."""
-    grams: Counter = Counter()
-    for t in texts:
-        w = t.split()
-        grams.update(tuple(w[i : i + n]) for i in range(len(w) - n + 1))
-    return len(grams) / max(sum(grams.values()), 1)
 
 
 def best_worst_pairs(examples: list[dict], rewards: torch.Tensor, k: int, pad_id: int) -> dict:
