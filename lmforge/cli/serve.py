@@ -27,6 +27,9 @@ def add_arguments(p) -> None:
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="requests waiting or decoding; more get 429")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
     p.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds one request may take")
+    p.add_argument(
+        "--body-timeout", type=float, default=d.body_timeout_s, help="seconds a client may take to send its request"
+    )
     p.add_argument("--threads", type=int, help="CPU threads for decoding (default: torch's; 1 suits small models)")
     p.add_argument("--trust-remote-code", action="store_true")
 
@@ -38,6 +41,7 @@ def run(args) -> int:
         max_n=args.max_n,
         max_body_bytes=args.max_body_bytes,
         timeout_s=args.timeout,
+        body_timeout_s=args.body_timeout,
         max_queue=args.max_queue,
         max_batch=args.max_batch,
     )

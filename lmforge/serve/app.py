@@ -2,8 +2,9 @@
 events when asked) and the playground at ``/``.
 
 Every error is an OpenAI-style JSON body (``{"error": {"message", "type", "param", "code"}}``): 400 for bad
-input (FastAPI's 422 included), 401 without the right key, 404 for an unknown model or route, 413 for a body
-over the bound, 429 when the queue is full, 504 past the time limit; never a traceback.
+input (FastAPI's 422 included), 401 without the right key, 404 for an unknown model or route, 408 for a body
+that does not arrive in time, 413 for a body over the bound, 429 when the queue is full, 504 past the time
+limit; never a traceback.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from lmforge.serve.engine import Engine, Job, ServeError
-from lmforge.serve.limits import BodyLimit
+from lmforge.serve.limits import BodyLimit, ClosingStream
 from lmforge.serve.protocol import ChatRequest, CompletionRequest, chat_prompt, prompt_rows, settings_of, stops_of
 from lmforge.serve.responses import Choices, chunk, completion_body
 
@@ -34,7 +35,7 @@ def create_app(engine: Engine, model_name: str, api_key: Optional[str] = None) -
     tokenizer = copy.deepcopy(engine.tokenizer)  # the worker thread decodes with its own copy
     limits = engine.limits
     created = int(time.time())
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, body=_error_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s, body=_error_bytes)
 
     @app.exception_handler(ServeError)
     async def _serve_error(request: Request, e: ServeError):
@@ -142,8 +143,9 @@ def create_app(engine: Engine, model_name: str, api_key: Optional[str] = None) -
         usage = {"prompt_tokens": sum(len(r) for r in rows) * req.n}
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(
-                _sse(job, events, choices, meta, usage if include_usage else None), media_type="text/event-stream"
+            return ClosingStream(
+                _sse(job, events, choices, meta, usage if include_usage else None),
+                media_type="text/event-stream",
             )
         try:
             while not choices.all_done():
@@ -195,4 +197,6 @@ def _data(obj: dict) -> str:
 
 
 def _error_bytes(status: int, message: str) -> bytes:
+    if status == 408:
+        return json.dumps(ServeError(status, message, "timeout_error", code="request_timeout").body()).encode()
     return json.dumps(ServeError(status, message).body()).encode()

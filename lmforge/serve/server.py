@@ -40,7 +40,6 @@ def serve(
     threads: Optional[int] = None,
 ) -> None:
     import torch
-    import uvicorn
 
     from lmforge.serve.app import create_app
 
@@ -51,6 +50,19 @@ def serve(
     engine = load_engine(spec, device=device, limits=limits, trust_remote_code=trust_remote_code)
     app = create_app(engine, name or model_name(spec), api_key=api_key)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+        http_server(app, engine, host=host, port=port, log_level=log_level).run()
     finally:
         engine.close()
+
+
+def http_server(app, engine: Engine, *, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options):
+    """A ``uvicorn.Server`` for ``app`` with the engine's bounds on slow clients (one that stops reading its
+    answer is cut off after the request time limit); ``.run()`` serves until interrupted."""
+    import uvicorn
+
+    from lmforge.serve.limits import stall_bound  # fastapi and uvicorn: the serve extra
+
+    config = uvicorn.Config(
+        app, host=host, port=port, http=stall_bound(engine.limits), timeout_graceful_shutdown=5, **uvicorn_options
+    )
+    return uvicorn.Server(config)
