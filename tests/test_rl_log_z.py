@@ -152,7 +152,7 @@ def step_values(run: Path, key: str) -> dict[int, float]:
 )
 def test_resumed_tb_run_equals_the_uninterrupted_one(tmp_path, tiny_model_dir, one_thread, name, extra):
     over = {"train.max_steps": 4, "train.save_every": 2, "train.eval_every": 4, "train.keep_last": 3, **extra}
-    args = rl_overrides(tmp_path, name, tiny_model_dir, "tb", **over)
+    args = rl_overrides(tmp_path, name, tiny_model_dir, "tb", **over, **{"train.best_metric": "reward"})
     args = [a for a in args if not a.startswith("rl.rewards")]
     args.append("rl.rewards=[{name: tests.user_plugins:length_reward, weight: 0.1}]")  # spread: replay matters
     whole = rl(load_config(None, args), quiet=True)
@@ -166,6 +166,7 @@ def test_resumed_tb_run_equals_the_uninterrupted_one(tmp_path, tiny_model_dir, o
         assert heads[0].keys() == heads[1].keys() and all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
         assert bool(heads[0]["log_z_head.started"])
         assert (whole / "checkpoints" / "step-000002" / "heads.safetensors").is_file()
+        assert load_file(whole / "best" / "heads.safetensors").keys() == heads[0].keys()  # best/ as model/
     if "rl.replay" in extra:
         saved = json.loads((whole / "checkpoints" / "step-000002" / "data.json").read_text())
         assert len(saved) == 1 and saved[0]["replay"]  # one process; its buffer holds sequences

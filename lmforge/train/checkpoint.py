@@ -39,12 +39,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_best(model, tokenizer, run_dir: Path, step: int) -> Path:
-    """Writes ``.best-step-N/`` then points ``best`` at it atomically; removes the previous best folder."""
+def save_best(model, tokenizer, run_dir: Path, step: int, heads: Optional[dict] = None) -> Path:
+    """Writes ``.best-step-N/`` (with the heads, as ``model/`` has them) then points ``best`` at it atomically;
+    removes the previous best folder."""
     link = run_dir / "best"
     target = run_dir / f".best-step-{step:06d}"
     with disk_full_is_an_error(target.with_name(f".{target.name}.tmp"), run_dir):
         save_model_folder(model, tokenizer, target)
+        if heads:
+            save_heads(heads, target / HEADS)
     if link.is_dir() and not link.is_symlink():  # a run from before best/ was a link: move it aside once
         os.replace(link, run_dir / ".best-previous")
     old = os.readlink(link) if link.is_symlink() else None

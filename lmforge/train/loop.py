@@ -215,7 +215,7 @@ def train(
                 value = metrics.get(tc.best_metric)
                 if value is not None and accelerator.is_main_process and _improves(value, state.get("best"), higher):
                     state["best"], state["best_step"] = value, step + step_offset
-                    ckpt.save_best(accelerator.unwrap_model(model), tokenizer, run_dir, step + step_offset)
+                    ckpt.save_best(accelerator.unwrap_model(model), tokenizer, run_dir, step + step_offset, heads)
                     result.best_metric = value
                 if on_eval is not None and accelerator.is_main_process:
                     on_eval(step + step_offset, metrics)
