@@ -89,6 +89,9 @@ def test_space_maps_onto_config_keys(tmp_path):
     assert values["tokenizer.vocab_size"] == 96 and isinstance(values["train.batch_size"], int)
     # the baseline trial: the base config's own values (batch 8 meets vocab_size's condition; alpha is unset)
     assert baseline_values(sweep, base) == {"train.lr": 3e-3, "train.batch_size": 8, "tokenizer.vocab_size": 128}
+    sweep.space["tokenizer.vocab_size"].choices = [96, 256]  # the base's 128 is no choice: a trial could not take it
+    with pytest.raises(LmforgeError, match=r"baseline: tokenizer.vocab_size=128 \(the base config's\) is not among"):
+        baseline_values(sweep, base)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)

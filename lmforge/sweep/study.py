@@ -126,11 +126,16 @@ def sample(trial: optuna.Trial, sweep: Sweep, base: RunConfig) -> dict[str, Any]
 
 def baseline_values(sweep: Sweep, base: RunConfig) -> dict[str, Any]:
     """The base config's values of the searched keys (a conditional key where its condition holds; a key the
-    base leaves unset is sampled)."""
+    base leaves unset is sampled); one outside its choices is a one-line error, as the trial could not take it."""
     out: dict[str, Any] = {}
     for key, p in sweep.space.items():
         value = config_value(base, key)
         if value is not None and all(_matches(out.get(k, config_value(base, k)), v) for k, v in p.when.items()):
+            if p.choices is not None and value not in p.choices:
+                raise LmforgeError(
+                    f"sweep {sweep.name}: baseline: {key}={value!r} (the base config's) is not among its choices "
+                    f"{p.choices}: add it there, or set baseline: false"
+                )
             out[key] = value
     return out
 
@@ -152,11 +157,12 @@ def trial_config(sweep: Sweep, tree: dict, base: RunConfig, values: dict[str, An
 def run_sweep(path: str | Path, say: Callable[[str], None] = print) -> optuna.Study:
     """Runs trials until the budget is spent (over every process sharing the study); returns the study."""
     sweep, tree, base = load_sweep(path)
+    first = baseline_values(sweep, base) if sweep.baseline else None  # checked before the study exists
     folder = sweep_dir(sweep, base)
     study = open_study(sweep, folder)
     _keep_sweep_file(sweep, folder)
-    if sweep.baseline and not study.get_trials(deepcopy=False):
-        study.enqueue_trial(baseline_values(sweep, base))
+    if first is not None and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(first)
     revived = revive_dead_trials(study)
     if revived:
         say(f"sweep {sweep.name}: trials {', '.join(map(str, revived))} died with their process; queued again")
