@@ -43,7 +43,7 @@ class Limits:
     max_n: int = 8
     max_body_bytes: int = 1 << 20
     timeout_s: float = 120.0  # a request's decoding; a client that reads none of its answer this long is cut off
-    body_timeout_s: float = 30.0  # a request body must arrive within this; slower gets 408
+    body_timeout_s: float = 30.0  # a request's headers, then its body, must each arrive within this (408)
     max_queue: int = 256  # jobs waiting or decoding; more get 429
     max_batch: int = 32  # rows decoded together; 1 serves one request at a time
     batch_wait_s: float = 0.005

@@ -5,8 +5,9 @@ not the client said how long the body is: a chunked upload is read up to the bou
 ``timeout_s`` (408 past it: a client that sends its headers and then stalls or trickles its body). Either
 refusal closes the connection, so the unread rest of the body cannot keep it open.
 
-``stall_bound(limits)``: uvicorn's HTTP/1.1 protocol, with a client that stops reading (the server's writes
-back up and stay so for the request time limit) cut off; closing would wait for the unread bytes to go out, forever.
+``bounded_protocol(limits)``: uvicorn's HTTP/1.1 protocol, with a client that does not finish its headers in
+time closed, and one that stops reading its answer (the server's writes back up and stay so for the request
+time limit) cut off; uvicorn would keep either connection forever.
 
 ``ClosingStream``: a streamed answer whose body iterator is closed as soon as the response ends, however it
 ends, so the decoding job behind it is let go at once rather than whenever the generator is collected.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import h11
 from starlette.responses import StreamingResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -74,13 +76,45 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
-def stall_bound(limits: Limits) -> type[H11Protocol]:
-    """uvicorn's HTTP/1.1 protocol (``uvicorn.Config(http=...)``), cutting off a connection whose writes stay
-    backed up for ``limits.timeout_s`` (read when they back up): the client stopped reading, and its answer is
-    abandoned as if it had left."""
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
 
-    class StallBound(H11Protocol):
+
+def bounded_protocol(limits: Limits) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol (``uvicorn.Config(http=...)``) with two bounds on slow clients, read from
+    ``limits`` when they apply. A connection that has not sent a request's whole headers within
+    ``body_timeout_s`` (of opening, or of its last answer) is closed; uvicorn would wait forever. One whose
+    writes stay backed up for ``timeout_s`` is cut off: the client stopped reading, and its answer is
+    abandoned as if it had left (closing would wait forever for the unread bytes to go out)."""
+
+    class Bounded(H11Protocol):
         _stall: asyncio.TimerHandle | None = None
+        _headers: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._await_headers()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # a request's headers are in
+                _cancel(self._headers)
+                self._headers = None
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._await_headers()
+
+        def _await_headers(self) -> None:
+            _cancel(self._headers)
+            self._headers = self.loop.call_later(limits.body_timeout_s, self._headers_late)
+
+        def _headers_late(self) -> None:
+            self._headers = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()  # no request yet: nothing to answer
 
         def pause_writing(self) -> None:
             super().pause_writing()
@@ -89,18 +123,16 @@ def stall_bound(limits: Limits) -> type[H11Protocol]:
 
         def resume_writing(self) -> None:
             super().resume_writing()
-            self._unstall()
+            _cancel(self._stall)
+            self._stall = None
 
         def connection_lost(self, exc) -> None:
-            self._unstall()
+            _cancel(self._stall)
+            _cancel(self._headers)
+            self._stall = self._headers = None
             super().connection_lost(exc)
 
-        def _unstall(self) -> None:
-            if self._stall is not None:
-                self._stall.cancel()
-                self._stall = None
-
-    return StallBound
+    return Bounded
 
 
 class ClosingStream(StreamingResponse):

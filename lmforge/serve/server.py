@@ -56,13 +56,13 @@ def serve(
 
 
 def http_server(app, engine: Engine, *, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options):
-    """A ``uvicorn.Server`` for ``app`` with the engine's bounds on slow clients (one that stops reading its
-    answer is cut off after the request time limit); ``.run()`` serves until interrupted."""
+    """A ``uvicorn.Server`` for ``app`` with the engine's bounds on slow clients (headers that do not arrive,
+    an answer nobody reads); ``.run()`` serves until interrupted."""
     import uvicorn
 
-    from lmforge.serve.limits import stall_bound  # fastapi and uvicorn: the serve extra
+    from lmforge.serve.limits import bounded_protocol  # fastapi and uvicorn: the serve extra
 
     config = uvicorn.Config(
-        app, host=host, port=port, http=stall_bound(engine.limits), timeout_graceful_shutdown=5, **uvicorn_options
+        app, host=host, port=port, http=bounded_protocol(engine.limits), timeout_graceful_shutdown=5, **uvicorn_options
     )
     return uvicorn.Server(config)

@@ -61,11 +61,13 @@ def test_the_lmforge_serve_command_under_every_fault(tmp_path, tiny_tokenizer):
             assert list(r.iter_lines())[-2] == "data: [DONE]"
         base = process(proc.pid)
 
-        # a stalled body, half a body, a truncated JSON body
+        # a stalled body, no headers, half a body, a truncated JSON body
         socks = [raw(port, BODY[:20], len(BODY)) for _ in range(6)]
+        silent = socket.create_connection(("127.0.0.1", port))  # not even headers
         normal()
         for sock in socks:
             assert error_of(until_closed(sock, 15), 408)["type"] == "timeout_error"
+        assert until_closed(silent, 15) == b""
         raw(port, BODY[:30], len(BODY)).close()
         half = raw(port, BODY[:30], len(BODY))
         half.shutdown(socket.SHUT_WR)

@@ -245,3 +245,16 @@ def test_a_decode_past_the_time_limit_is_504_and_frees_its_slot(served, capfd):
     finally:
         served.engine.limits.timeout_s = LIMITS["timeout_s"]
     healthy(served, capfd)
+
+
+def test_a_client_that_stalls_in_its_headers_is_closed(served, capfd):
+    silent = socket.create_connection(("127.0.0.1", served.port))  # connects and says nothing
+    half = socket.create_connection(("127.0.0.1", served.port))
+    half.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")  # headers that never end
+    dripping = socket.create_connection(("127.0.0.1", served.port))
+    stop = trickle(dripping, b"POST /v1/completions HTTP/1.1\r\n" + b"X-Slow: yes\r\n" * 40, 0.1)
+    assert completion(served.url, greedy(PROMPTS[2])) == served.reference[PROMPTS[2]]  # not held up meanwhile
+    for sock in (silent, half, dripping):  # no request to answer: closed after the body's time limit
+        assert until_closed(sock, LIMITS["body_timeout_s"] + 10) == b""
+    stop.set()
+    healthy(served, capfd)
