@@ -278,3 +278,20 @@ def test_a_real_trial_past_its_limit_is_pruned_at_its_last_evaluation(tmp_path, 
     assert t.user_attrs["stopped"] == "ran past budget.trial_timeout_s=15"
     steps = [json.loads(x).get("step", 0) for x in (folder / "trial-0" / "metrics.jsonl").read_text().splitlines()]
     assert 5 <= max(steps) < 100000 and not (folder / "trial-0" / "model").exists()
+
+
+def test_a_trial_is_not_pruned_at_its_last_evaluation(tmp_path, one_thread):
+    """Judged worse than the median at its last evaluation, a trial has done its work: it completes."""
+    path = _sweep(
+        tmp_path,
+        "metric: val_loss\nbudget: {n_trials: 2}\npruner: {type: median, startup_trials: 1}\n"
+        "space:\n  train.lr: {low: 1.0e-8, high: 1.0e-2, log: true}\n",
+        steps=5,  # one evaluation, at step 5: the last
+    )
+    sweep, _, base = load_sweep(path)
+    study = open_study(sweep, sweep_dir(sweep, base))
+    study.enqueue_trial({"train.lr": 3e-3})
+    study.enqueue_trial({"train.lr": 1e-8})
+    run_sweep(path, say=lambda s: None)
+    t0, t1 = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'runs' / 's' / 'study.db'}").trials
+    assert [t0.state, t1.state] == [optuna.trial.TrialState.COMPLETE] * 2 and t1.value > t0.value

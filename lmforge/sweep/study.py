@@ -181,6 +181,7 @@ def run_sweep(path: str | Path, say: Callable[[str], None] = print) -> optuna.St
         say(f"trial {trial.number}: {_settings(values)}")
         best = _Best(sweep.direction == "maximize")
         deadline = Deadline(sweep.budget.trial_timeout_s)
+        last = last_step(cfg)
 
         def on_eval(step: int, metrics: dict) -> None:
             value = metrics.get(sweep.metric)
@@ -192,7 +193,7 @@ def run_sweep(path: str | Path, say: Callable[[str], None] = print) -> optuna.St
             with deadline.held():  # a report written whole, then the limit if it passed meanwhile
                 trial.report(value, step)
                 prune = trial.should_prune()
-            if prune:
+            if prune and step != last:  # at the last evaluation the work is done: the trial completes
                 raise optuna.TrialPruned(f"{sweep.metric}={value:.4g} at step {step}")
 
         try:
@@ -224,6 +225,14 @@ def run_sweep(path: str | Path, say: Callable[[str], None] = print) -> optuna.St
     study.optimize(objective, timeout=sweep.budget.timeout_s, catch=(TrialFailed,), callbacks=[after])
     link_best(study, folder)
     return study
+
+
+def last_step(cfg: RunConfig) -> Optional[int]:
+    """The step of a run's last evaluation when its steps are fixed (None when epochs or a clock decide)."""
+    tc = cfg.train
+    if tc.epochs or tc.max_time_s or not isinstance(tc.max_steps, int):
+        return None
+    return tc.max_steps + sum(s.max_steps or tc.max_steps for s in cfg.stages)
 
 
 def stop_late_trial(trial: optuna.Trial, best: _Best, why: str) -> NoReturn:
