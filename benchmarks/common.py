@@ -63,8 +63,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def timed_pretrain(overrides: list[str], config: str | None = None) -> dict:
-    """Runs ``lmforge pretrain`` in a fresh process; returns the run's summary row and last evaluation.
+def timed_pretrain(overrides: list[str], config: str | None = None, command: str = "pretrain") -> dict:
+    """Runs ``lmforge pretrain`` (or ``command``: finetune) in a fresh process; returns the run's summary row and
+    last evaluation.
 
     A process per run: accelerate's state (mixed precision) is fixed once per process, and each run
     then pays its own start-up like a user's would.
@@ -82,13 +83,13 @@ def timed_pretrain(overrides: list[str], config: str | None = None) -> dict:
         run_dir = load_config(config, overrides).run_dir
         t0 = time.time()
         proc = subprocess.run(
-            [sys.executable, "-m", "lmforge.cli", "pretrain", str(config), *overrides],
+            [sys.executable, "-m", "lmforge.cli", command, str(config), *overrides],
             cwd=ROOT,
             capture_output=True,
             text=True,
         )
     if proc.returncode != 0:
-        raise SystemExit(f"lmforge pretrain failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"lmforge {command} failed:\n{proc.stderr[-3000:]}")
     rows = read_metrics(run_dir)
     summary = next(r for r in reversed(rows) if "run_tokens_per_s" in r)
     evals = [r for r in rows if "val_loss" in r]
