@@ -1,10 +1,11 @@
 """``lmforge serve`` under faults, on a free 127.0.0.1 port with a tiny random model built here: a client that
-sends its headers and stalls (or trickles) its body, one that sends half a body and leaves, one that leaves in
-the middle of a stream, one that opens a stream and never reads, a burst past the queue bound, a decode past
-the time limit. After each the server answers a normal request as before and promptly, holds no engine slot,
-connection or thread for the faulty client, batches again, and logged no traceback; where an answer can still
-be sent it is an OpenAI-style error (408, 413, 400, 429, 504). ``test_serve_command_faults.py`` runs the same
-faults against the real ``lmforge serve`` command and reads its log and its process."""
+stalls in its headers, one that sends its headers and stalls (or trickles) its body, an oversize body, one that
+sends half a body and leaves, one that leaves in the middle of a stream, one that opens a stream and never
+reads, a burst past the queue bound, a decode past the time limit. After each the server answers a normal
+request as before and promptly, holds no engine slot, connection or thread for the faulty client, batches
+again, and logged no traceback; where an answer can still be sent it is an OpenAI-style error (408, 413, 400,
+429, 504). ``test_serve_command_faults.py`` runs the same faults against the real ``lmforge serve`` command
+and reads its log and its process."""
 
 from __future__ import annotations
 
