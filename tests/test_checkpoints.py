@@ -165,13 +165,14 @@ def test_a_full_disk_at_the_second_checkpoint_keeps_the_first(tmp_path, tiny_tok
 
 
 class _Poison:
-    """A batch source that makes step ``at`` non-finite: the logits (loss) or one gradient become NaN."""
+    """A batch source that makes step ``at`` non-finite: the logits (loss) become NaN, or one gradient becomes
+    ``value`` (NaN or infinity) everywhere."""
 
-    def __init__(self, data, model, at: int, where: str):
+    def __init__(self, data, model, at: int, where: str, value: float = float("nan")):
         self.data, self.at, self.where, self.model, self.step = data, at, where, model, -1
         head = model.lm_head
         head.register_forward_hook(lambda m, i, out: out * float("nan") if self._now("loss") else None)
-        model.model.norm.weight.register_hook(lambda g: g * float("nan") if self._now("grad") else None)
+        model.model.norm.weight.register_hook(lambda g: torch.full_like(g, value) if self._now("grad") else None)
 
     def _now(self, where):
         return self.where == where and self.step == self.at and self.model.training
@@ -186,22 +187,26 @@ class _Poison:
         return self.data.val_batches(n)
 
 
-@pytest.mark.parametrize("where, what", [("loss", "loss became nan"), ("grad", "gradient norm became nan")])
-def test_nonfinite_loss_or_gradient_stops_naming_the_step(tmp_path, tiny_tokenizer, where, what):
+NONFINITE = [("loss", "nan", "loss became nan"), ("grad", "nan", "gradient norm became nan")]
+NONFINITE += [("grad", "inf", "gradient norm became inf")]
+
+
+@pytest.mark.parametrize("where, value, what", NONFINITE)
+def test_nonfinite_loss_or_gradient_stops_naming_the_step(tmp_path, tiny_tokenizer, where, value, what):
     cfg = _cfg(tmp_path, where, batch_size=4, max_steps=6, save_every=2)
     model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
-    data = _Poison(_stream(tiny_tokenizer), model, at=3, where=where)
+    data = _Poison(_stream(tiny_tokenizer), model, at=3, where=where, value=float(value))
     with pytest.raises(LmforgeError, match=f"{what} at step 3; stopped without saving it"):
         train(cfg, model, tiny_tokenizer, data, accelerator=make_accelerator(cfg))
     assert (cfg.run_dir / "checkpoints" / "latest").read_text().strip() == "step-000002"
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step changed nothing
 
 
-@pytest.mark.parametrize("where", ["loss", "grad"])
-def test_skip_nonfinite_skips_the_bad_step_without_an_update(tmp_path, tiny_tokenizer, where):
+@pytest.mark.parametrize("where, value", [(w, v) for w, v, _ in NONFINITE])
+def test_skip_nonfinite_skips_the_bad_step_without_an_update(tmp_path, tiny_tokenizer, where, value):
     cfg = _cfg(tmp_path, where, batch_size=4, max_steps=6, save_every=2, skip_nonfinite=1)
     model = build_model(ModelConfig(preset="tiny"), tiny_tokenizer, seed=0)
-    data = _Poison(_stream(tiny_tokenizer), model, at=3, where=where)
+    data = _Poison(_stream(tiny_tokenizer), model, at=3, where=where, value=float(value))
     res = train(cfg, model, tiny_tokenizer, data, accelerator=make_accelerator(cfg))
     assert res.step == 6 and len(res.losses) == 5  # one step skipped, the run finished
     assert all(torch.isfinite(p).all() for p in model.parameters())
