@@ -4,6 +4,12 @@ GGUF, side by side on the same random-weight models and prompts.
     python benchmarks/generate_speed.py                          # 1m, 10m, 40m presets; batch 1 and 8
     python benchmarks/generate_speed.py --presets 1m --new-tokens 64 --repeats 1
     python benchmarks/generate_speed.py --no-lean --out benchmarks/out/generate_speed_before.json   # before
+    python benchmarks/generate_speed.py --dtypes auto                   # lmforge in the model's fp32 only
+
+lmforge runs once per ``--dtypes`` entry (default: ``auto``, the model's fp32, and ``bf16``, a cast copy
+decoded with oneDNN's bf16 kernels: ``GenerationSettings.dtype``); the copy is made in the warm-up, once per
+model, as ``lmforge generate --dtype bf16`` makes it once per loaded model. Half-precision arms decode
+slightly different greedy tokens: their rows report how many tokens equal the fp32 arm's.
 
 Greedy decoding of ``--new-tokens`` tokens per prompt (a row's tokens counted up to its EOS: random weights
 rarely emit it, and all three decode the same greedy tokens). Timings include tokenizing and decoding the
@@ -35,6 +41,7 @@ from common import OUT, machine  # noqa: E402
 
 from lmforge.data.corpus import load_default_corpus  # noqa: E402
 from lmforge.generate import GenerationSettings, generate_ids, prompt_ids  # noqa: E402
+from lmforge.generate.precision import CHOICES  # noqa: E402
 
 PROMPTS = [
     "The sea is calm tonight,",
@@ -66,11 +73,23 @@ def counted(rows: list[list[int]], eos: int) -> int:
     return sum(r.index(eos) + 1 if eos in r else len(r) for r in rows)
 
 
-def run_lmforge(model, tok, prompts, n):
+def run_lmforge(model, tok, prompts, n, dtype="auto", ids_out=None):
     """``generate``'s own steps (prompt ids, one batch through ``generate_ids``, text), counting the ids."""
-    s = GenerationSettings(max_new_tokens=n, temperature=0, batch_size=len(prompts))
+    s = GenerationSettings(max_new_tokens=n, temperature=0, batch_size=len(prompts), dtype=dtype)
     new = generate_ids(model, tok, prompt_ids(tok, prompts), s, n).tolist()
+    if ids_out is not None:
+        ids_out[:] = new
     return counted(new, tok.eos_token_id), [tok.decode(r, skip_special_tokens=True) for r in new]
+
+
+def arm(dtype: str) -> str:
+    return "lmforge" if dtype == "auto" else f"lmforge_{dtype}"
+
+
+def agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    """The share of greedy token positions where two runs chose the same token."""
+    pairs = [(x, y) for ra, rb in zip(a, b) for x, y in zip(ra, rb)]
+    return sum(x == y for x, y in pairs) / max(len(pairs), 1)
 
 
 @torch.no_grad()
@@ -114,6 +133,13 @@ def main() -> None:
     p.add_argument(
         "--no-lean", action="store_true", help="lmforge through Hugging Face generate, as before its own decoding loop"
     )
+    p.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["auto", "bf16"],
+        choices=CHOICES,
+        help="lmforge arms: auto (the model's fp32) and half-precision copies (lmforge generate --dtype)",
+    )
     p.add_argument("--out", default=str(OUT / "generate_speed.json"))
     args = p.parse_args()
     if args.no_lean:
@@ -133,10 +159,9 @@ def main() -> None:
                 llm = llama_cpp.Llama(str(gguf_path), n_ctx=1024, n_threads=args.threads, seed=0, verbose=False)
             for bs in args.batch_sizes:
                 prompts = (PROMPTS * bs)[:bs]
-                engines = {
-                    "lmforge": partial(run_lmforge, model, tok, prompts, args.new_tokens),
-                    "hf_generate": partial(run_hf, model, tok, prompts, args.new_tokens),
-                }
+                ids = {d: [] for d in args.dtypes}
+                engines = {arm(d): partial(run_lmforge, model, tok, prompts, args.new_tokens, d, ids[d]) for d in ids}
+                engines["hf_generate"] = partial(run_hf, model, tok, prompts, args.new_tokens)
                 if llm is not None:
                     engines["llama_cpp"] = partial(run_llama, llm, prompts, args.new_tokens)
                 row = {"preset": preset, "batch_size": bs, "params": sum(x.numel() for x in model.parameters())}
@@ -144,33 +169,44 @@ def main() -> None:
                 for name, fn in engines.items():
                     rate, cpu_rate, row[f"{name}_tokens"], texts[name] = timed(fn, args.repeats)
                     row[f"{name}_tokens_per_s"], row[f"{name}_tokens_per_cpu_s"] = rate, cpu_rate
-                row["lmforge_vs_hf"] = row["lmforge_tokens_per_s"] / row["hf_generate_tokens_per_s"]
-                row["lmforge_vs_hf_cpu"] = row["lmforge_tokens_per_cpu_s"] / row["hf_generate_tokens_per_cpu_s"]
-                row["same_text_as_hf"] = texts["lmforge"] == texts["hf_generate"]
+                first = arm(args.dtypes[0])
+                for d in args.dtypes:
+                    a = arm(d)
+                    for other, key in (("hf_generate", "hf"), ("llama_cpp", "llama_cpp")):
+                        if other in texts:
+                            row[f"{a}_vs_{key}"] = row[f"{a}_tokens_per_s"] / row[f"{other}_tokens_per_s"]
+                            row[f"{a}_vs_{key}_cpu"] = row[f"{a}_tokens_per_cpu_s"] / row[f"{other}_tokens_per_cpu_s"]
+                    if a != first:
+                        row[f"{a}_greedy_agreement"] = agreement(ids[args.dtypes[0]], ids[d])
+                row["same_text_as_hf"] = texts[first] == texts["hf_generate"]
                 if llm is not None:
-                    row["lmforge_vs_llama_cpp"] = row["lmforge_tokens_per_s"] / row["llama_cpp_tokens_per_s"]
-                    row["lmforge_vs_llama_cpp_cpu"] = (
-                        row["lmforge_tokens_per_cpu_s"] / row["llama_cpp_tokens_per_cpu_s"]
-                    )
-                    row["llama_cpp_same_text"] = texts["llama_cpp"] == texts["lmforge"]
+                    row["llama_cpp_same_text"] = texts["llama_cpp"] == texts[first]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    nan = float("nan")
-    for unit, suffix in (("tokens/s (wall clock)", ""), ("tokens per CPU-second", "_cpu")):
-        per = "_tokens_per_cpu_s" if suffix else "_tokens_per_s"
-        print(f"\n{unit}")
-        head = ("preset", 6), ("batch", 5), ("lmforge", 9), ("HF generate", 12), ("llama.cpp", 10), ("vs HF", 7)
-        print(" ".join(f"{h:>{w}}" for h, w in head), f"{'vs llama.cpp':>13}")
-        for r in rows:
-            print(
-                f"{r['preset']:>6} {r['batch_size']:>5} {r['lmforge' + per]:>9.0f} {r['hf_generate' + per]:>12.0f} "
-                f"{r.get('llama_cpp' + per, nan):>10.0f} {r['lmforge_vs_hf' + suffix]:>6.2f}x "
-                f"{r.get('lmforge_vs_llama_cpp' + suffix, nan):>12.2f}x"
-            )
+    table(rows, [arm(d) for d in args.dtypes])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=2))
     print(f"\nwritten: {out}")
+
+
+def table(rows: list[dict], arms: list[str]) -> None:
+    """Tokens/s per engine and each lmforge arm's ratio to HF generate and llama.cpp, wall clock and CPU."""
+    nan = float("nan")
+    names = [*arms, "hf_generate", "llama_cpp"]
+    for unit, suffix in (("tokens/s (wall clock)", ""), ("tokens per CPU-second", "_cpu")):
+        per = "_tokens_per_cpu_s" if suffix else "_tokens_per_s"
+        print(f"\n{unit}")
+        ratios = [f"{a} vs {o}" for a in arms for o in ("HF", "llama.cpp")]
+        print(f"{'preset':>6} {'batch':>5}", *(f"{n:>13}" for n in names), *(f"{r:>22}" for r in ratios))
+        for r in rows:
+            rates = (f"{r.get(n + per, nan):>13.0f}" for n in names)
+            vs = (f"{r.get(f'{a}_vs_{o}{suffix}', nan):>21.2f}x" for a in arms for o in ("hf", "llama_cpp"))
+            print(f"{r['preset']:>6} {r['batch_size']:>5}", *rates, *vs)
+    for r in rows:
+        agree = {k: round(v, 3) for k, v in r.items() if k.endswith("_greedy_agreement")}
+        if agree:
+            print(r["preset"], r["batch_size"], "greedy tokens equal to the first arm's:", agree)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from lmforge.generate.precision import CHOICES, DTYPE_HELP
 from lmforge.serve import Limits, load_engine
 from lmforge.serve.chat import ChatSettings, chat_loop
 
@@ -19,6 +20,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-tokens", type=int, default=256, help="the most tokens one reply may take")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="auto", help="auto (CUDA where present), cpu, cuda, cuda:1, mps")
+    p.add_argument("--dtype", default="auto", choices=CHOICES, help=DTYPE_HELP)
     p.add_argument("--trust-remote-code", action="store_true")
 
 
@@ -28,6 +30,7 @@ def run(args) -> int:
         device=args.device,
         limits=Limits(max_tokens=args.max_tokens),
         trust_remote_code=args.trust_remote_code,
+        dtype=args.dtype,
     )
     settings = ChatSettings(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed)
     tty = sys.stdin.isatty()

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lmforge.generate.precision import packed_linear
+
 # generation_config fields that would add processors generate applies and this loop does not
 _UNSUPPORTED = {
     "repetition_penalty": (None, 1.0),
@@ -168,7 +170,10 @@ _FUSE_MAX = 1 << 22  # stack projections up to 4M weights: a copy per call, smal
 def _linear(*modules):
     """One callable for one or more projections of the same input (outputs concatenated): plain ``nn.Linear``s
     as ``F.linear``, small ones stacked into a single matmul (bit-identical outputs); other modules (LoRA,
-    quantized) called as they are."""
+    quantized) called as they are; half-precision ones on a CPU through oneDNN on packed weights (``precision``)."""
+    packed = packed_linear(modules)
+    if packed is not None:
+        return packed
     if all(type(m) is torch.nn.Linear for m in modules):
         if len(modules) == 1:
             m = modules[0]

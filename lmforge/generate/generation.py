@@ -4,7 +4,8 @@
 - temperature 0 means greedy (``do_sample=False``), never a division by zero or an ignored setting;
 - stops at EOS; seedable; batched with left padding;
 - strategies: ``sample`` (temperature/top-k/top-p), ``greedy``, ``least_likely`` (negated logits),
-  and JSON-constrained decoding when a schema is given.
+  and JSON-constrained decoding when a schema is given;
+- ``dtype``: decode with the model's weights in bf16 or fp16 (a copy kept per model) for speed on CPU.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from lmforge.data.chat import stop_ids
 from lmforge.generate.constrained import json_logits_processor
 from lmforge.generate.decoding import decode, supports
 from lmforge.generate.least_likely import least_likely_processors
+from lmforge.generate.precision import check_dtype, decoding_model
 
 MIN_TEMPERATURE = 1e-5
 """Temperatures below this are greedy decoding."""
@@ -36,6 +38,7 @@ class GenerationSettings:
     json_schema: Optional[object] = None  # dict schema, or "any" for any JSON
     stop: tuple[str, ...] = ()
     batch_size: int = 16
+    dtype: str = "auto"  # weights to decode with: auto (the model's own), fp32, bf16 or fp16 (``precision``)
 
     def __post_init__(self):
         # logits divided by a positive temperature this small overflow to infinities (NaN probabilities, a
@@ -49,6 +52,7 @@ def _hf_kwargs(s: GenerationSettings, tokenizer) -> dict:
         raise LmforgeError("max_new_tokens must be at least 1")
     if s.temperature < 0:
         raise LmforgeError(f"temperature must be >= 0, got {s.temperature}")
+    check_dtype(s.dtype)
     greedy = s.strategy == "greedy" or s.temperature == 0
     kw = dict(
         max_new_tokens=s.max_new_tokens,
@@ -124,6 +128,7 @@ def generate_ids(
     """
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
+    model = decoding_model(model, settings.dtype)  # a cast copy, made once per model; logits stay float32
     enc = _pad(tokenizer, ids, next(model.parameters()).device)
     procs = [*observers, *_processors(settings, tokenizer, budget, model.config.vocab_size)]  # fresh state per batch
     kw = {**_hf_kwargs(settings, tokenizer), "max_new_tokens": budget}

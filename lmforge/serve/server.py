@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from lmforge.core.errors import LmforgeError
+from lmforge.generate.precision import check_dtype, decoding_model
 from lmforge.model import load_model_and_tokenizer
 from lmforge.serve.engine import Engine, Limits
 
@@ -16,14 +17,23 @@ def model_name(spec: str) -> str:
     return p.resolve().name if p.exists() else spec
 
 
-def load_engine(spec: str, *, device: str = "auto", limits: Optional[Limits] = None, trust_remote_code: bool = False):
-    """A run, a folder, an adapter or a hub id, loaded once and owned by a new ``Engine``."""
+def load_engine(
+    spec: str,
+    *,
+    device: str = "auto",
+    limits: Optional[Limits] = None,
+    trust_remote_code: bool = False,
+    dtype: str = "auto",
+):
+    """A run, a folder, an adapter or a hub id, loaded once and owned by a new ``Engine``; ``dtype``: decode
+    with its weights cast to fp32, bf16 or fp16 (LoRA merged first; ``lmforge.generate.precision``)."""
+    check_dtype(dtype)
     model, tokenizer = load_model_and_tokenizer(spec, device=device, trust_remote_code=trust_remote_code)
     limits = limits or Limits()
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions:
         limits.max_prompt_tokens = min(limits.max_prompt_tokens, positions - 1)
-    return Engine(model, tokenizer, limits)
+    return Engine(decoding_model(model, dtype), tokenizer, limits)
 
 
 def serve(
@@ -38,6 +48,7 @@ def serve(
     trust_remote_code: bool = False,
     log_level: str = "info",
     threads: Optional[int] = None,
+    dtype: str = "auto",
 ) -> None:
     import torch
 
@@ -47,7 +58,7 @@ def serve(
         raise LmforgeError("the API key is empty; give a non-empty --api-key or LMFORGE_API_KEY")
     if threads:  # small models on a busy CPU decode many times faster on one thread than on several
         torch.set_num_threads(threads)
-    engine = load_engine(spec, device=device, limits=limits, trust_remote_code=trust_remote_code)
+    engine = load_engine(spec, device=device, limits=limits, trust_remote_code=trust_remote_code, dtype=dtype)
     app = create_app(engine, name or model_name(spec), api_key=api_key)
     try:
         http_server(app, engine, host=host, port=port, log_level=log_level).run()
