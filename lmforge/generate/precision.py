@@ -26,7 +26,7 @@ from lmforge.core.errors import LmforgeError
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHOICES = ("auto", *DTYPES)
 """``auto``: the model's own dtype (no copy)."""
-DTYPE_HELP = "decode with the weights in this precision (a cast copy; auto: the model's own; bf16: fastest on CPU)"
+DTYPE_HELP = "decode with weights in this precision (a cast copy; auto: the model's own; bf16: faster from ~10M params)"
 
 _copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {dtype: (stamp, copy)}
 _packed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # first Linear -> (stamp, packed, bias)
