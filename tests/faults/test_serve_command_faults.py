@@ -80,9 +80,9 @@ def test_the_lmforge_serve_command_under_every_fault(tmp_path, tiny_tokenizer):
                 assert next(line for line in r.iter_lines() if line).startswith("data: ")
         body = json.dumps({**LONG, "n": 16, "logprobs": 20, "stream": True}).encode()
         unread = raw(port, body, len(body), rcvbuf=4096)
-        normal()
         wait_until(lambda: process(proc.pid)["files"] <= base["files"] + 1, 2 * limit + 20, "the unread stream stayed")
         unread.close()
+        normal()
         # a burst past the queue bound, and a decode past the time limit
         codes = []
         barrier = threading.Barrier(16)
@@ -98,7 +98,7 @@ def test_the_lmforge_serve_command_under_every_fault(tmp_path, tiny_tokenizer):
         for t in threads:
             t.join()
         assert set(codes) == {200, 429}, codes
-        r = httpx.post(f"{url}/v1/completions", json={**LONG, "n": 4}, timeout=60)
+        r = httpx.post(f"{url}/v1/completions", json={**LONG, "n": 16, "logprobs": 20}, timeout=60)
         assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
         normal()
 

@@ -189,9 +189,10 @@ def test_a_client_that_never_reads_its_stream_is_dropped(served, capfd):
         # 16 choices with 20 alternatives per token: megabytes a second, past what the sockets buffer (~4 MiB)
         body = json.dumps({**LONG, "n": 16, "logprobs": 20, "stream": True}).encode()
         sock = raw(served.port, body, len(body), rcvbuf=4096)
-        assert completion(served.url, greedy(PROMPTS[3])) == served.reference[PROMPTS[3]]  # not held up
-        # past the time limit: the decode ends, the writes that cannot go out end the stream, the socket is let go
+        # past the time limit the decode ends; the writes that cannot go out then keep nothing but the socket
         wait_until(lambda: served.engine._load == 0, stall + 15, "the unread stream kept its slot")
+        assert completion(served.url, greedy(PROMPTS[3])) == served.reference[PROMPTS[3]]  # not held up by it
+        # and after the time limit with its writes backed up, the socket is let go
         wait_until(lambda: served.connections() == 0, 2 * stall + 15, "the unread stream kept its connection")
         until_closed(sock, 10)
     finally:
