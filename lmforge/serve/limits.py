@@ -7,7 +7,7 @@ refusal closes the connection, so the unread rest of the body cannot keep it ope
 
 ``bounded_protocol(limits)``: uvicorn's HTTP/1.1 protocol, with a client that does not finish its headers in
 time closed, and one that stops reading its answer (the server's writes back up and stay so for the request
-time limit) cut off; uvicorn would keep either connection forever.
+time limit, or bytes are left unsent at close) cut off; uvicorn would keep either connection forever.
 
 ``ClosingStream``: a streamed answer whose body iterator is closed as soon as the response ends, however it
 ends, so the decoding job behind it is let go at once rather than whenever the generator is collected.
@@ -86,14 +86,15 @@ def bounded_protocol(limits: Limits) -> type[H11Protocol]:
     ``limits`` when they apply. A connection that has not sent a request's whole headers within
     ``body_timeout_s`` (of opening, or of its last answer) is closed; uvicorn would wait forever. One whose
     writes stay backed up for ``timeout_s`` is cut off: the client stopped reading, and its answer is
-    abandoned as if it had left (closing would wait forever for the unread bytes to go out)."""
+    abandoned as if it had left. A connection closed with bytes still unsent gets ``timeout_s`` for them to go
+    out, then is cut off too (asyncio's close waits for them forever)."""
 
     class Bounded(H11Protocol):
         _stall: asyncio.TimerHandle | None = None
         _headers: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport) -> None:
-            super().connection_made(transport)
+            super().connection_made(TimedClose(transport, lambda: limits.timeout_s))
             self._await_headers()
 
         def data_received(self, data: bytes) -> None:
@@ -133,6 +134,22 @@ def bounded_protocol(limits: Limits) -> type[H11Protocol]:
             super().connection_lost(exc)
 
     return Bounded
+
+
+class TimedClose:
+    """A transport whose ``close()`` leaves unsent bytes ``seconds()`` to go out before aborting it; the rest
+    is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, seconds: Callable[[], float]):
+        self._transport, self._seconds = transport, seconds
+
+    def close(self) -> None:
+        self._transport.close()
+        if self._transport.get_write_buffer_size():  # aborting a transport already gone does nothing
+            asyncio.get_running_loop().call_later(self._seconds(), self._transport.abort)
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
 
 
 class ClosingStream(StreamingResponse):

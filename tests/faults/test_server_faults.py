@@ -260,3 +260,39 @@ def test_a_client_that_stalls_in_its_headers_is_closed(served, capfd):
         assert until_closed(sock, LIMITS["body_timeout_s"] + 10) == b""
     stop.set()
     healthy(served, capfd)
+
+
+def test_a_connection_closed_with_bytes_unsent_is_cut_off_after_the_time_limit():
+    """asyncio's close() waits forever for bytes a client never reads; the server's transports give them the
+    request time limit (here 0.5 s), then cut the connection."""
+    import asyncio
+
+    from lmforge.serve.limits import TimedClose
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        lost = loop.create_future()
+
+        class Writer(asyncio.Protocol):
+            def connection_made(self, transport):
+                transport = TimedClose(transport, lambda: 0.5)
+                transport.write(b"x" * (32 << 20))  # past what the sockets buffer: most of it stays unsent
+                transport.close()
+
+            def connection_lost(self, exc):
+                if not lost.done():
+                    lost.set_result(time.monotonic())
+
+        server = await loop.create_server(Writer, "127.0.0.1", 0)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        await loop.sock_connect(client, server.sockets[0].getsockname())
+        t0 = time.monotonic()
+        try:
+            return await asyncio.wait_for(lost, 10) - t0  # the client reads nothing
+        finally:
+            client.close()
+            server.close()
+
+    assert 0.4 < asyncio.run(main()) < 5
