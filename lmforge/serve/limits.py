@@ -82,7 +82,7 @@ def _cancel(timer: asyncio.TimerHandle | None) -> None:
 
 
 def bounded_protocol(limits: Limits) -> type[H11Protocol]:
-    """uvicorn's HTTP/1.1 protocol (``uvicorn.Config(http=...)``) with two bounds on slow clients, read from
+    """uvicorn's HTTP/1.1 protocol (``uvicorn.Config(http=...)``) with bounds on slow clients, read from
     ``limits`` when they apply. A connection that has not sent a request's whole headers within
     ``body_timeout_s`` (of opening, or of its last answer) is closed; uvicorn would wait forever. One whose
     writes stay backed up for ``timeout_s`` is cut off: the client stopped reading, and its answer is
