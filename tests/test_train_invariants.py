@@ -149,3 +149,22 @@ def test_group_by_length_keeps_the_epoch_and_cuts_padding(tiny_tokenizer):
 
     real = sum(len(e["input_ids"]) for e in examples)
     assert padded(grouped) < 0.75 * padded(plain) and padded(grouped) >= real
+
+
+def test_samples_during_training_leave_its_random_numbers_alone(tmp_path, tiny_tokenizer):
+    """Sampling mid-run seeds generation; the dropout masks after it, and so the losses, stay those of a run
+    that does not sample (a sweep's trial without samples and its re-run with them train alike)."""
+    from lmforge.train.samples import Sampler
+
+    ids = torch.tensor(tiny_tokenizer(VERSE * 20, add_special_tokens=False)["input_ids"])
+    losses = {}
+    for every in (2, 1000):
+        cfg = _cfg(tmp_path, f"every{every}", max_steps=6, eval_every=2, eval_batches=1)
+        cfg.sample.every, cfg.sample.max_new_tokens = every, 4
+        model = build_model(ModelConfig(preset="tiny", context=32, dropout=0.3), tiny_tokenizer, seed=0)
+        data = PackedStream(ids, ids[:200], 32, Layout(4, 1), seed=0)
+        sampler = Sampler(cfg, tiny_tokenizer, cfg.run_dir)
+        result = train(cfg, model, tiny_tokenizer, data, accelerator=make_accelerator(cfg), evaluators=(sampler,))
+        losses[every] = result.losses
+    assert (tmp_path / "runs" / "every2" / "samples" / "step-000002.txt").is_file()  # it did sample
+    assert losses[2] == losses[1000]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from lmforge.core.config import RunConfig
 from lmforge.generate import GenerationSettings, generate
 from lmforge.model.modes import evaluating
@@ -25,7 +27,10 @@ class Sampler:
             seed=self.seed,
         )
         prompts = [p.replace("\\n", "\n") for p in self.cfg.prompts]  # '\n' in single-quoted YAML is a newline
-        with evaluating(model):
+        # generation seeds torch's generator: forked, so that the training's own random numbers (dropout masks)
+        # after a sample are those of a run that does not sample
+        cuda = [d for d in {p.device for p in model.parameters()} if d.type == "cuda"]
+        with evaluating(model), torch.random.fork_rng(devices=cuda):
             texts = generate(model, self.tokenizer, prompts, s)
         self.dir.mkdir(parents=True, exist_ok=True)
         body = "\n\n---\n\n".join(p + t for p, t in zip(prompts, texts))
