@@ -17,7 +17,10 @@ from lmforge.train.run import pretrain
 
 # Why these values: ~3M parameters and 128-token context train at several thousand tokens/s on
 # two cores, so ~3.5 minutes of training sees ~1M tokens: enough for words, rhyme-like line
-# endings and stanza breaks. A 512-token vocabulary keeps whole common words as single tokens.
+# endings and stanza breaks. A 512-token vocabulary keeps whole common words as single tokens. The rate follows
+# the clock (warmup, stable, then the last 30% of the 210 s decays): at this size the run is far from
+# converged, so a rate kept high longer learns more than a cosine that spends half the budget decaying
+# (benchmarks/demo_schedule.py; docs/results.md).
 DEMO = {
     "name": "demo",
     "tokenizer": {"vocab_size": 512},
@@ -25,6 +28,8 @@ DEMO = {
     "train": {
         "batch_size": 16,
         "lr": 2e-3,
+        "lr_scheduler": "wsd",
+        "decay_ratio": 0.3,
         "warmup_steps": 30,
         "max_steps": 2000,
         "max_time_s": 210,
