@@ -44,6 +44,22 @@ def test_english_rhyme_by_sound_not_spelling():
     assert not rhymes("cough", "though", "en")  # spelled alike, sound apart
     assert not rhymes("love", "move", "en")
     assert rhymes("glimmerstone", "moan", "en")  # an unknown word goes to espeak-ng, with its partner
+    # vowels CMUdict's entries split but speech does not: before R, and the cot-caught merger
+    assert rhymes("near", "hear", "en") and rhymes("begot", "allot", "en") and not rhymes("warm", "harm", "en")
+
+
+def test_english_eye_rhymes_need_the_sound_after_the_vowel():
+    """Eye rhymes of English verse count when asked for: the same written ending and the same sounds after the
+    stressed vowel; spelling alone (cough / though), or an inflection's -es / -ed, is not enough."""
+    for a, b in [("love", "move"), ("come", "home"), ("good", "blood"), ("alone", "gone"), ("loves", "moves")]:
+        assert rhymes(a, b, "en", eye=True) and not rhymes(a, b, "en")
+    for a, b in [("cough", "though"), ("rules", "vales"), ("relined", "turned"), ("the", "she"), ("love", "loves")]:
+        assert not rhymes(a, b, "en", eye=True)
+    quatrain = "I sing of love\nand where we move\nthe night is here\nthe day is near\n"
+    assert rhyme_counts(quatrain, "en", "AABB") == (2, 2)  # eye rhymes count by default in verse
+    assert rhyme_counts(quatrain, "en", "AABB", eye_rhymes=False) == (1, 2)
+    r = RewardTerm.make("rhyme_en", args={"scheme": "AABB", "eye_rhymes": False})
+    assert r.fn(prompts=[""], completions=[quatrain]) == [0.5]
 
 
 def test_assonance_partial_credit():

@@ -58,12 +58,12 @@ def _register_distinct(n: int) -> None:
 
 
 def _register_verse(lang: str) -> None:
-    def rhyme(prediction: str, reference: str = "", *, scheme: str = "AABB", **_: Any) -> float:
-        hit, asked = rhyme_counts(prediction, lang, scheme)
+    def rhyme(prediction: str, reference: str = "", *, scheme: str = "AABB", eye_rhymes: bool = True, **_) -> float:
+        hit, asked = rhyme_counts(prediction, lang, scheme, eye_rhymes=eye_rhymes)
         return hit / asked if asked else 0.0
 
-    def rhyme_pooled(predictions: list[str], references: list[str], *, scheme: str = "AABB", **_: Any) -> float:
-        return rhyme_rate(predictions, lang, scheme)
+    def rhyme_pooled(predictions: list[str], references: list[str], *, scheme="AABB", eye_rhymes=True, **_) -> float:
+        return rhyme_rate(predictions, lang, scheme, eye_rhymes)
 
     def per_line(prediction: str, reference: str = "", **_: Any) -> float:
         return syllables_per_line([prediction], lang)

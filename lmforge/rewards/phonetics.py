@@ -67,6 +67,9 @@ def _last_vowel_on(ipa: str, lang: str) -> str:
     return ipa
 
 
+_BEFORE_R = {"IY": "IH", "EY": "EH", "UW": "UH", "OW": "AO"}
+
+
 @functools.lru_cache(maxsize=200_000)
 def _cmu_keys(word: str) -> tuple[str, ...]:
     import pronouncing
@@ -76,6 +79,11 @@ def _cmu_keys(word: str) -> tuple[str, ...]:
         head, *tail = pronouncing.rhyming_part(phones).split()
         # unstressed vowels after the stressed one are reduced alike in speech (dearest, clearest: IH0 / AH0)
         tail = ["@" if t.endswith("0") else t for t in tail]
+        head = re.sub(r"\d", "", head)
+        # vowels that speech does not tell apart but CMUdict's entries do: before R (near / hear: IH R and
+        # IY R, care / prayer, poor / sure), and open o with a (on / gone, begot / allot: the cot-caught merger)
+        r_next = bool(tail) and tail[0] == "R"
+        head = _BEFORE_R.get(head, head) if r_next else "AA" if head == "AO" else head
         keys.append(re.sub(r"\d", "", " ".join([head, *tail])))
     return tuple(dict.fromkeys(keys))
 
@@ -97,13 +105,41 @@ def rhyme_keys(word: str, lang: str) -> tuple[str, ...]:
     return ("ipa:" + key,)
 
 
-def rhymes(a: str, b: str, lang: str) -> bool:
+def rhymes(a: str, b: str, lang: str, eye: bool = False) -> bool:
     """Two line-end words rhyme: they share a rhyme key and are not the same word (nor just the same sound
-    spelled identically). Words CMUdict knows are compared by CMUdict; if one is unknown both go to espeak-ng."""
+    spelled identically). Words CMUdict knows are compared by CMUdict; if one is unknown both go to espeak-ng.
+
+    ``eye`` (English): also the eye rhymes of English verse (love / move, come / home, good / blood, alone /
+    gone): the stressed vowels differ but everything after them is pronounced alike and the ending is spelled
+    alike from its last vowel letters on (``_spelled_rime``). Spelling alone never decides (though / rough
+    differ after the vowel)."""
     if not a or not b or a == b:
         return False
     ka, kb = _comparable_keys(a, b, lang)
-    return any(k == m and k not in ("", "ipa:") for k in ka for m in kb)
+    if any(k == m and k not in ("", "ipa:") for k in ka for m in kb):
+        return True
+    if not (eye and lang == "en") or len(_spelled_rime(a)) < 2 or _spelled_rime(a) != _spelled_rime(b):
+        return False
+    return any(_after_vowel(k) == _after_vowel(m) for k in ka for m in kb if k not in ("", "ipa:"))
+
+
+_RIME = (re.compile(r"[aeiouy]+[^aeiouy]+e$"), re.compile(r"[aeiouy]+[^aeiouy]*$"))
+
+
+def _spelled_rime(word: str) -> str:
+    """The written ending from the last vowel letters on, a silent final e kept with its consonants (move ->
+    ove, blood -> ood, near -> ear), an inflection's s or d dropped first (loves -> ove, turned -> urne: the
+    written e of -es and -ed is no vowel of the rime); empty for a word without vowel letters."""
+    w = word.lower().replace("'", "")
+    if len(w) > 3 and (w.endswith("ed") or (w.endswith("s") and not w.endswith("ss"))):
+        w = w[:-1]
+    m = _RIME[0].search(w) or _RIME[1].search(w)
+    return m.group(0) if m else ""
+
+
+def _after_vowel(key: str) -> str:
+    """A rhyme key without its first (stressed) vowel: what follows it."""
+    return key[4 + len(_vowel_of(key)) :] if key.startswith("ipa:") else " ".join(key.split()[1:])
 
 
 def assonates(a: str, b: str, lang: str) -> bool:

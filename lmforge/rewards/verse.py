@@ -36,14 +36,19 @@ def scheme_pairs(n_lines: int, scheme: str) -> list[tuple[int, int]]:
     return [(i, j) for i, j in SCHEMES[key] if j < n_lines]
 
 
-def rhyme_counts(text: str, lang: str, scheme: str = "AABB", assonance: float = 0.0) -> tuple[float, int]:
+def rhyme_counts(
+    text: str, lang: str, scheme: str = "AABB", assonance: float = 0.0, eye_rhymes: bool = True
+) -> tuple[float, int]:
     """(rhyming, asked): pairs the scheme asks for that rhyme, and pairs it asks for; for ``any``, lines that
     rhyme with another line of their quatrain, and lines in quatrains of at least two lines. With ``assonance``
-    a pair that does not rhyme but shares the rhyme's vowel counts for that much (a denser reward)."""
+    a pair that does not rhyme but shares the rhyme's vowel counts for that much (a denser reward);
+    ``eye_rhymes`` (English) counts the eye rhymes of English verse (love / move; ``phonetics.rhymes``)."""
     hit, asked = 0.0, 0
 
     def tie(a: str, b: str) -> float:
-        return 1.0 if rhymes(a, b, lang) else assonance if assonance and assonates(a, b, lang) else 0.0
+        if rhymes(a, b, lang, eye=eye_rhymes):
+            return 1.0
+        return assonance if assonance and assonates(a, b, lang) else 0.0
 
     for q in quatrains(text):
         ends = [last_word(line) for line in q]
@@ -60,11 +65,11 @@ def rhyme_counts(text: str, lang: str, scheme: str = "AABB", assonance: float = 
     return hit, asked
 
 
-def rhyme_rate(texts: list[str], lang: str, scheme: str = "AABB") -> float:
+def rhyme_rate(texts: list[str], lang: str, scheme: str = "AABB", eye_rhymes: bool = True) -> float:
     """Pooled over texts: rhyming pairs / asked pairs (0 when nothing is asked)."""
     hit = asked = 0
     for t in texts:
-        h, a = rhyme_counts(t, lang, scheme)
+        h, a = rhyme_counts(t, lang, scheme, eye_rhymes=eye_rhymes)
         hit, asked = hit + h, asked + a
     return hit / asked if asked else 0.0
 
@@ -74,10 +79,10 @@ def complete_lines(text: str) -> str:
     return text if text.endswith("\n") else text[: text.rfind("\n") + 1]
 
 
-def _rhyme(completions: list, lang: str, scheme: str, assonance: float) -> list[float]:
+def _rhyme(completions: list, lang: str, scheme: str, assonance: float, eye_rhymes: bool = True) -> list[float]:
     out = []
     for c in completions:
-        hit, asked = rhyme_counts(complete_lines(_text(c)), lang, scheme, assonance)
+        hit, asked = rhyme_counts(complete_lines(_text(c)), lang, scheme, assonance, eye_rhymes)
         out.append(hit / asked if asked else 0.0)
     return out
 
@@ -100,10 +105,16 @@ def rhyme_fr(
 
 @REWARDS.register("rhyme_en")
 def rhyme_en(
-    prompts: list, completions: list, scheme: str = "AABB", assonance: float = 0.0, **columns: Any
+    prompts: list,
+    completions: list,
+    scheme: str = "AABB",
+    assonance: float = 0.0,
+    eye_rhymes: bool = True,
+    **columns: Any,
 ) -> list[float]:
-    """Share of the pairs the scheme asks for whose English line ends rhyme (CMUdict, espeak-ng fallback)."""
-    return _rhyme(completions, "en", scheme, assonance)
+    """Share of the pairs the scheme asks for whose English line ends rhyme (CMUdict, espeak-ng fallback);
+    ``eye_rhymes: false`` judges by sound alone (no love / move)."""
+    return _rhyme(completions, "en", scheme, assonance, eye_rhymes)
 
 
 @REWARDS.register("syllables")
