@@ -196,7 +196,9 @@ def main(argv=None) -> int:
         {"run": k, "steps": r["run_steps"], "run_time_s": r["run_time_s"], **held_out(r, sweep.metric, higher)}
         for k, r in runs.items()
     ]
-    cond = f"{budget_s:g} s each" if budget_s else f"{common['train.max_steps']} steps"
+    epochs = common.get("train.epochs")
+    steps = f"{epochs:g} epoch(s)" if epochs else f"{common['train.max_steps']} steps"
+    cond = f"{budget_s:g} s each" if budget_s else steps
     print(f"\nside by side, same seed, {cond}, one thread each; {sweep.metric} ({sweep.direction}):")
     print_table(
         rows,
