@@ -73,17 +73,17 @@ def counted(rows: list[list[int]], eos: int) -> int:
     return sum(r.index(eos) + 1 if eos in r else len(r) for r in rows)
 
 
-def run_lmforge(model, tok, prompts, n, dtype="auto", ids_out=None):
+def run_lmforge(model, tok, prompts, n, dtype="auto", ids_out=None, compile=False):
     """``generate``'s own steps (prompt ids, one batch through ``generate_ids``, text), counting the ids."""
-    s = GenerationSettings(max_new_tokens=n, temperature=0, batch_size=len(prompts), dtype=dtype)
+    s = GenerationSettings(max_new_tokens=n, temperature=0, batch_size=len(prompts), dtype=dtype, compile=compile)
     new = generate_ids(model, tok, prompt_ids(tok, prompts), s, n).tolist()
     if ids_out is not None:
         ids_out[:] = new
     return counted(new, tok.eos_token_id), [tok.decode(r, skip_special_tokens=True) for r in new]
 
 
-def arm(dtype: str) -> str:
-    return "lmforge" if dtype == "auto" else f"lmforge_{dtype}"
+def arm(dtype: str, compiled: bool = False) -> str:
+    return ("lmforge" if dtype == "auto" else f"lmforge_{dtype}") + ("_compiled" if compiled else "")
 
 
 def agreement(a: list[list[int]], b: list[list[int]]) -> float:
@@ -140,8 +140,12 @@ def main() -> None:
         choices=CHOICES,
         help="lmforge arms: auto (the model's fp32) and half-precision copies (lmforge generate --dtype)",
     )
+    p.add_argument(
+        "--compile", action="store_true", help="also each dtype compiled (lmforge generate --compile; warm-up compiles)"
+    )
     p.add_argument("--out", default=str(OUT / "generate_speed.json"))
     args = p.parse_args()
+    kinds = [(d, False) for d in args.dtypes] + ([(d, True) for d in args.dtypes] if args.compile else [])
     if args.no_lean:
         import lmforge.generate.generation as generation
 
@@ -159,31 +163,37 @@ def main() -> None:
                 llm = llama_cpp.Llama(str(gguf_path), n_ctx=1024, n_threads=args.threads, seed=0, verbose=False)
             for bs in args.batch_sizes:
                 prompts = (PROMPTS * bs)[:bs]
-                ids = {d: [] for d in args.dtypes}
-                engines = {arm(d): partial(run_lmforge, model, tok, prompts, args.new_tokens, d, ids[d]) for d in ids}
+                ids = {arm(d, c): [] for d, c in kinds}
+                engines = {
+                    arm(d, c): partial(run_lmforge, model, tok, prompts, args.new_tokens, d, ids[arm(d, c)], c)
+                    for d, c in kinds
+                }
                 engines["hf_generate"] = partial(run_hf, model, tok, prompts, args.new_tokens)
                 if llm is not None:
                     engines["llama_cpp"] = partial(run_llama, llm, prompts, args.new_tokens)
                 row = {"preset": preset, "batch_size": bs, "params": sum(x.numel() for x in model.parameters())}
                 texts = {}
                 for name, fn in engines.items():
+                    t0 = time.perf_counter()
+                    fn()  # the warm-up: a compiled arm compiles here
+                    row[f"{name}_warmup_s"] = time.perf_counter() - t0
                     rate, cpu_rate, row[f"{name}_tokens"], texts[name] = timed(fn, args.repeats)
                     row[f"{name}_tokens_per_s"], row[f"{name}_tokens_per_cpu_s"] = rate, cpu_rate
-                first = arm(args.dtypes[0])
-                for d in args.dtypes:
-                    a = arm(d)
+                first = arm(*kinds[0])
+                for d, c in kinds:
+                    a = arm(d, c)
                     for other, key in (("hf_generate", "hf"), ("llama_cpp", "llama_cpp")):
                         if other in texts:
                             row[f"{a}_vs_{key}"] = row[f"{a}_tokens_per_s"] / row[f"{other}_tokens_per_s"]
                             row[f"{a}_vs_{key}_cpu"] = row[f"{a}_tokens_per_cpu_s"] / row[f"{other}_tokens_per_cpu_s"]
                     if a != first:
-                        row[f"{a}_greedy_agreement"] = agreement(ids[args.dtypes[0]], ids[d])
+                        row[f"{a}_greedy_agreement"] = agreement(ids[first], ids[a])
                 row["same_text_as_hf"] = texts[first] == texts["hf_generate"]
                 if llm is not None:
                     row["llama_cpp_same_text"] = texts["llama_cpp"] == texts[first]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    table(rows, [arm(d) for d in args.dtypes])
+    table(rows, [arm(d, c) for d, c in kinds])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=2))

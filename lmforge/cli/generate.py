@@ -11,7 +11,7 @@ from lmforge.core.errors import LmforgeError
 from lmforge.data.readers import loads, read_records, read_text
 from lmforge.doctor import check, raise_on_errors
 from lmforge.generate import GenerationSettings, generate
-from lmforge.generate.precision import CHOICES, DTYPE_HELP
+from lmforge.generate.precision import CHOICES, COMPILE_HELP, DTYPE_HELP
 from lmforge.generate.prompting import chat, fill_template, run_format, wrap
 from lmforge.model import load_model_and_tokenizer
 
@@ -41,6 +41,7 @@ def add_arguments(p):
     fmt.add_argument("--chat", action="store_true", help="send each prompt as a user turn of the chat template")
     p.add_argument("--device", default="auto", help="auto (CUDA where present), cpu, cuda, cuda:1, mps")
     p.add_argument("--dtype", default="auto", choices=CHOICES, help=DTYPE_HELP)
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--trust-remote-code", action="store_true")
 
 
@@ -76,6 +77,7 @@ def run(args) -> int:
         json_schema=_schema(args),
         stop=tuple(args.stop),
         dtype=args.dtype,
+        compile=args.compile,
     )
     model, tokenizer = load_model_and_tokenizer(
         args.model, trust_remote_code=args.trust_remote_code, device=args.device

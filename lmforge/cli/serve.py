@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from lmforge.generate.precision import CHOICES, DTYPE_HELP
+from lmforge.generate.precision import CHOICES, COMPILE_HELP, DTYPE_HELP
 from lmforge.serve import Limits, serve
 
 
@@ -32,6 +32,7 @@ def add_arguments(p) -> None:
         "--body-timeout", type=float, default=d.body_timeout_s, help="seconds a client may take to send its request"
     )
     p.add_argument("--dtype", default="auto", choices=CHOICES, help=DTYPE_HELP)
+    p.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     p.add_argument("--threads", type=int, help="CPU threads for decoding (default: torch's; 1 suits small models)")
     p.add_argument("--trust-remote-code", action="store_true")
 
@@ -63,5 +64,6 @@ def run(args) -> int:
         trust_remote_code=args.trust_remote_code,
         threads=args.threads,
         dtype=args.dtype,
+        compile=args.compile,
     )
     return 0

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lmforge.core.errors import LmforgeError
+from lmforge.generate.compiled import buffer_length, compilable, compiled_step
 from lmforge.generate.precision import packed_linear
 
 # generation_config fields that would add processors generate applies and this loop does not
@@ -92,14 +94,18 @@ def decode(
     eos_token_id=None,
     logits_processor=(),
     stopping_criteria=(),
+    compiled: bool = False,
 ) -> torch.Tensor:
     """Prompt + new tokens ``[B, P + n]`` (n <= max_new_tokens), as ``model.generate`` returns them.
 
-    input_ids, attention_mask: ``[B, P]``, left-padded."""
+    input_ids, attention_mask: ``[B, P]``, left-padded. ``compiled``: the tokens after the prompt through
+    ``torch.compile`` (``lmforge.generate.compiled``; the model's projections plain ``nn.Linear`` layers)."""
     lm = _llama(model)
     cfg, body = lm.config, lm.model
     B, P = input_ids.shape
-    T = P + max_new_tokens
+    if compiled and not compilable(lm):
+        raise LmforgeError("compiled decoding needs plain Linear layers; for a LoRA model give a dtype (fp32 or bf16)")
+    T = buffer_length(P + max_new_tokens) if compiled else P + max_new_tokens
     dev = input_ids.device
     n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
     hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
@@ -108,7 +114,7 @@ def decode(
     keys = [torch.zeros(B, n_kv, T, hd, dtype=dtype, device=dev) for _ in layers]
     values = [torch.zeros(B, n_kv, T, hd, dtype=dtype, device=dev) for _ in layers]
     # positions as generate numbers them: each row's first real token is 0
-    mask = torch.cat([attention_mask.bool(), attention_mask.new_ones(B, max_new_tokens).bool()], dim=1)  # [B, T]
+    mask = torch.cat([attention_mask.bool(), attention_mask.new_ones(B, T - P).bool()], dim=1)  # [B, T]
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)  # [B, T]
     cos, sin = body.rotary_emb(keys[0], torch.arange(T, device=dev)[None])  # [1, T, hd]
     # rotate_half(x) * sin == roll(x, hd/2) * sin with the first half of sin negated (negation is exact)
@@ -125,20 +131,17 @@ def decode(
     )
     head, final_norm = _linear(lm.lm_head), _rms_norm(body.norm)
     procs = [*logits_processor, *(_warpers(temperature, top_k, top_p) if do_sample else [])]
+    step = compiled_step(lm, B, cos[0], sin[0]) if compiled else None
+    cols = torch.arange(T, device=dev)
     seq = input_ids
     unfinished = torch.ones(B, dtype=torch.bool, device=dev)
     step_ids, start = input_ids, 0
     for _ in range(max_new_tokens):
         end = start + step_ids.shape[1]
-        if allowed is None:  # no padding: every row at positions start:end
-            c, s = cos[:, None, start:end], sin[:, None, start:end]  # [1, 1, t, hd]
+        if step is not None and end - start == 1:  # a new token: the compiled graph, buffers of length T
+            logits = step(step_ids, cols[start:end], pos[:, start], mask, keys, values)
         else:
-            p = pos[:, start:end]  # [B, t]
-            c, s = cos[0][p].unsqueeze(1), sin[0][p].unsqueeze(1)  # [B, 1, t, hd]
-        h = body.embed_tokens(step_ids)  # [B, t, C]
-        for i, layer in enumerate(layers):
-            h = layer(h, c, s, keys[i], values[i], start, end, allowed)
-        logits = head(final_norm(h[:, -1:]))[:, -1].float()  # [B, V]
+            logits = _eager(body, layers, head, final_norm, step_ids, cos, sin, pos, keys, values, start, end, allowed)
         for proc in procs:
             logits = proc(seq, logits)
         if do_sample:
@@ -157,6 +160,19 @@ def decode(
             break
         step_ids, start = nxt[:, None], end
     return seq
+
+
+def _eager(body, layers, head, final_norm, step_ids, cos, sin, pos, keys, values, start, end, allowed):
+    """float32 logits [B, V] of the last of positions start:end, through the model's modules."""
+    if allowed is None:  # no padding: every row at positions start:end
+        c, s = cos[:, None, start:end], sin[:, None, start:end]  # [1, 1, t, hd]
+    else:
+        p = pos[:, start:end]  # [B, t]
+        c, s = cos[0][p].unsqueeze(1), sin[0][p].unsqueeze(1)  # [B, 1, t, hd]
+    h = body.embed_tokens(step_ids)  # [B, t, C]
+    for i, layer in enumerate(layers):
+        h = layer(h, c, s, keys[i], values[i], start, end, allowed)
+    return head(final_norm(h[:, -1:]))[:, -1].float()
 
 
 def _rope(x, cos, sin):

@@ -39,6 +39,7 @@ class GenerationSettings:
     stop: tuple[str, ...] = ()
     batch_size: int = 16
     dtype: str = "auto"  # weights to decode with: auto (the model's own), fp32, bf16 or fp16 (``precision``)
+    compile: bool = False  # the tokens after the prompt through torch.compile (``compiled``): for long-lived use
 
     def __post_init__(self):
         # logits divided by a positive temperature this small overflow to infinities (NaN probabilities, a
@@ -132,8 +133,10 @@ def generate_ids(
     enc = _pad(tokenizer, ids, next(model.parameters()).device)
     procs = [*observers, *_processors(settings, tokenizer, budget, model.config.vocab_size)]  # fresh state per batch
     kw = {**_hf_kwargs(settings, tokenizer), "max_new_tokens": budget}
+    if settings.compile and not supports(model):
+        raise LmforgeError("compiled decoding is for Llama-architecture models; decode without --compile")
     if supports(model):  # generate's tokens, without its per-step overhead
-        gen = decode(model, **enc, **kw, logits_processor=procs, stopping_criteria=stopping)
+        gen = decode(model, **enc, **kw, logits_processor=procs, stopping_criteria=stopping, compiled=settings.compile)
         return gen[:, enc["input_ids"].shape[1] :]
     gen = model.generate(
         **enc,

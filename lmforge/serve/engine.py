@@ -162,8 +162,8 @@ class RowSink:
 class Engine:
     """Owns the model on one worker thread; ``submit`` queues a job (or refuses it with 429)."""
 
-    def __init__(self, model, tokenizer, limits: Optional[Limits] = None):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model, tokenizer, limits: Optional[Limits] = None, compile: bool = False):
+        self.model, self.tokenizer, self.compile = model, tokenizer, compile
         self.limits = limits or Limits()
         self.stop_token_ids = stop_ids(tokenizer)
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
@@ -244,7 +244,9 @@ class Engine:
             recorder = LogprobRecorder(enabled=bool(want))
             rows = RowStreams(sinks, recorder, max(want, default=0), self.stop_token_ids, budgets)
             self.batches.append(len(ids))
-            batch_settings = GenerationSettings(**{**vars(settings), "max_new_tokens": max(budgets), "stop": ()})
+            batch_settings = GenerationSettings(
+                **{**vars(settings), "max_new_tokens": max(budgets), "stop": (), "compile": self.compile}
+            )
             generate_ids(self.model, self.tokenizer, ids, batch_settings, max(budgets), [recorder], [rows])
             rows.close()
         except LmforgeError as e:

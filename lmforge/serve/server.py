@@ -24,16 +24,18 @@ def load_engine(
     limits: Optional[Limits] = None,
     trust_remote_code: bool = False,
     dtype: str = "auto",
+    compile: bool = False,
 ):
     """A run, a folder, an adapter or a hub id, loaded once and owned by a new ``Engine``; ``dtype``: decode
-    with its weights cast to fp32, bf16 or fp16 (LoRA merged first; ``lmforge.generate.precision``)."""
+    with its weights cast to fp32, bf16 or fp16 (LoRA merged first; ``lmforge.generate.precision``);
+    ``compile``: new tokens through ``torch.compile`` (``lmforge.generate.compiled``)."""
     check_dtype(dtype)
     model, tokenizer = load_model_and_tokenizer(spec, device=device, trust_remote_code=trust_remote_code)
     limits = limits or Limits()
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions:
         limits.max_prompt_tokens = min(limits.max_prompt_tokens, positions - 1)
-    return Engine(decoding_model(model, dtype), tokenizer, limits)
+    return Engine(decoding_model(model, dtype), tokenizer, limits, compile=compile)
 
 
 def serve(
@@ -49,6 +51,7 @@ def serve(
     log_level: str = "info",
     threads: Optional[int] = None,
     dtype: str = "auto",
+    compile: bool = False,
 ) -> None:
     import torch
 
@@ -58,7 +61,9 @@ def serve(
         raise LmforgeError("the API key is empty; give a non-empty --api-key or LMFORGE_API_KEY")
     if threads:  # small models on a busy CPU decode many times faster on one thread than on several
         torch.set_num_threads(threads)
-    engine = load_engine(spec, device=device, limits=limits, trust_remote_code=trust_remote_code, dtype=dtype)
+    engine = load_engine(
+        spec, device=device, limits=limits, trust_remote_code=trust_remote_code, dtype=dtype, compile=compile
+    )
     app = create_app(engine, name or model_name(spec), api_key=api_key)
     try:
         http_server(app, engine, host=host, port=port, log_level=log_level).run()
