@@ -121,3 +121,13 @@ def test_cli_generate_and_serve_engine_compile(tiny_model_dir, capsys):
         finally:
             engine.close()
     assert texts[0] == texts[1] and len(texts[0]) >= 2  # the same streamed tokens, compiled or not
+
+
+def test_more_shapes_than_dynamos_default_limit(tiny_tokenizer):
+    """Every compiled step shares one code object, where dynamo allows 8 recompilations by default: a server
+    meeting a ninth batch size must still decode (it failed with 'recompile limit exceeded')."""
+    model = build_model(ModelConfig(preset="tiny", context=256), tiny_tokenizer, seed=2).eval()
+    settings = GenerationSettings(max_new_tokens=2, temperature=0, compile=True)
+    for rows in range(1, 11):
+        ids = prompt_ids(tiny_tokenizer, ["The sea"] * rows)
+        assert generate_ids(model, tiny_tokenizer, ids, settings, 2).shape == (rows, 2)

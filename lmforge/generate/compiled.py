@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from lmforge.core.errors import LmforgeError
 
 BUCKET = 64
+RECOMPILES = 1024  # compiled shapes and models one process may hold
 _steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LlamaForCausalLM -> {shape: (stamp, step)}
 
 
@@ -108,7 +109,9 @@ def compiled_step(lm, rows: int, cos: torch.Tensor, sin: torch.Tensor):
 
 class _Compiled:
     """The compiled module; its first call compiles, under inductor's weight freezing and C++ wrapper (less
-    Python per call). A compilation that fails (no C++ compiler, say) is one clear error."""
+    Python per call). A compilation that fails (no C++ compiler, say) is one clear error. Every step shares
+    ``_Step.forward``'s code, where dynamo keeps one entry per shape and model: its limit of 8 recompilations
+    is lifted for these (a server with a few batch sizes, a benchmark of several models)."""
 
     def __init__(self, fn):
         self.fn, self.ready = fn, False
@@ -116,10 +119,11 @@ class _Compiled:
     def __call__(self, *args):
         if self.ready:
             return self.fn(*args)
+        import torch._dynamo.config as dynamo
         import torch._inductor.config as inductor
 
         try:
-            with inductor.patch(freezing=True, cpp_wrapper=True):
+            with inductor.patch(freezing=True, cpp_wrapper=True), dynamo.patch(recompile_limit=RECOMPILES):
                 out = self.fn(*args)
         except Exception as e:  # torch's own errors: BackendCompilerFailed, a missing compiler, ...
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
