@@ -117,8 +117,9 @@ class _Compiled:
         self.fn, self.ready = fn, False
 
     def __call__(self, *args):
-        if self.ready:
-            return self.fn(*args)
+        if self.ready:  # the inputs match the entry the first call compiled (same shapes, same module): only the
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):  # guards telling entries apart run
+                return self.fn(*args)
         import torch._dynamo.config as dynamo
         import torch._inductor.config as inductor
 
