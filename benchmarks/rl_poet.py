@@ -104,7 +104,7 @@ def main() -> None:
     cmd = ["lmforge", "rl", args.recipe, f"model.base={args.base}", f"name={name}", *args.overrides]
     print(" ".join(cmd), flush=True)
     t1 = time.time()
-    subprocess.run(cmd, check=True)
+    subprocess.run([sys.executable, "-m", "lmforge.cli", *cmd[1:]], check=True)  # this interpreter's lmforge
     rl_s = time.time() - t1
     after = measure(cfg.run_dir / "model", Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme)
     keys = ["rhyme_rate", "any_pair_rate", "distinct_2", "self_bleu_2", "base_perplexity", "pairs_asked"]
