@@ -93,20 +93,26 @@ def main() -> None:
     ap.add_argument("--scheme", default="AABB")
     ap.add_argument("--samples", type=int, default=60)
     ap.add_argument("--name", default=None)
+    ap.add_argument("--eval-tokens", type=int, default=None, help="new tokens per sample (default: rl.max_new_tokens)")
+    ap.add_argument("--after", default=None, help="measure this trained model against the base; no RL run")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     name = args.name or Path(args.recipe).stem
     cfg = load_config(args.recipe, [f"model.base={args.base}", f"name={name}", *args.overrides])
     prompts = [p.replace("\\n", "\n") for p in cfg.rl.prompts]
-    max_new = cfg.rl.max_new_tokens
+    max_new = args.eval_tokens or cfg.rl.max_new_tokens
     t0 = time.time()
     before = measure(Path(args.base), Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme)
     cmd = ["lmforge", "rl", args.recipe, f"model.base={args.base}", f"name={name}", *args.overrides]
-    print(" ".join(cmd), flush=True)
     t1 = time.time()
-    subprocess.run([sys.executable, "-m", "lmforge.cli", *cmd[1:]], check=True)  # this interpreter's lmforge
+    if args.after:  # a run made earlier: only the measurement
+        cmd, trained = ["(measured)", args.after], Path(args.after)
+    else:
+        print(" ".join(cmd), flush=True)
+        subprocess.run([sys.executable, "-m", "lmforge.cli", *cmd[1:]], check=True)  # this interpreter's lmforge
+        trained = cfg.run_dir / "model"
     rl_s = time.time() - t1
-    after = measure(cfg.run_dir / "model", Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme)
+    after = measure(trained, Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme)
     keys = ["rhyme_rate", "any_pair_rate", "distinct_2", "self_bleu_2", "base_perplexity", "pairs_asked"]
     print(f"\n{'':<18}{'before':>10}{'after':>10}")
     for k in keys:
