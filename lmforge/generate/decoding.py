@@ -125,41 +125,42 @@ def decode(
     allowed = None if bool(mask.all()) else allowed[:, None]  # no padding: sdpa's own causal path, as generate
     if eos_token_id is None:  # as generate: the model's own
         eos_token_id = getattr(lm.generation_config, "eos_token_id", None)
-    eos = torch.tensor(
-        [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)),
-        device=dev,
-    )
+    eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+    eos_ids = torch.tensor(eos, device=dev)
+    pad = torch.tensor(pad_token_id, device=dev)
     head, final_norm = _linear(lm.lm_head), _rms_norm(body.norm)
     procs = [*logits_processor, *(_warpers(temperature, top_k, top_p) if do_sample else [])]
     step = compiled_step(lm, B, cos[0], sin[0]) if compiled else None
     cols = torch.arange(T, device=dev)
-    seq = input_ids
+    # the sequence so far is a view of one buffer (no copy of the whole sequence per token)
+    seq = torch.cat([input_ids, input_ids.new_full((B, max_new_tokens), pad_token_id)], dim=1)
     unfinished = torch.ones(B, dtype=torch.bool, device=dev)
-    step_ids, start = input_ids, 0
-    for _ in range(max_new_tokens):
+    step_ids, start, n = input_ids, 0, 0
+    for n in range(1, max_new_tokens + 1):
         end = start + step_ids.shape[1]
+        best = None
         if step is not None and end - start == 1:  # a new token: the compiled graph, buffers of length T
-            logits = step(step_ids, cols[start:end], pos[:, start], mask, keys, values)
+            logits, best = step(step_ids, cols[start:end], pos[:, start], mask, keys, values)
         else:
             logits = _eager(body, layers, head, final_norm, step_ids, cos, sin, pos, keys, values, start, end, allowed)
+        done = seq[:, : P + n - 1]
         for proc in procs:
-            logits = proc(seq, logits)
+            logits = proc(done, logits)
         if do_sample:
             nxt = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1).squeeze(1)
-        else:
-            nxt = logits.argmax(-1)
-        if eos.numel():  # generate pads finished rows only when it stops at EOS
-            nxt = torch.where(unfinished, nxt, torch.full_like(nxt, pad_token_id))
-        seq = torch.cat([seq, nxt[:, None]], dim=1)
-        if eos.numel():
-            unfinished &= ~torch.isin(nxt, eos)
+        else:  # the graph's own argmax of the logits, unless processors changed them
+            nxt = best if best is not None and not procs else logits.argmax(-1)
+        if eos:  # generate pads finished rows only when it stops at EOS
+            nxt = torch.where(unfinished, nxt, pad)
+            unfinished &= (nxt != eos_ids[0]) if len(eos) == 1 else ~torch.isin(nxt, eos_ids)
+        seq[:, P + n - 1] = nxt
         for crit in stopping_criteria:
-            done = crit(seq, logits)
-            unfinished &= ~(done if isinstance(done, torch.Tensor) else torch.full_like(unfinished, bool(done)))
+            stop = crit(seq[:, : P + n], logits)
+            unfinished &= ~(stop if isinstance(stop, torch.Tensor) else torch.full_like(unfinished, bool(stop)))
         if not unfinished.any():
             break
         step_ids, start = nxt[:, None], end
-    return seq
+    return seq[:, : P + n]
 
 
 def _eager(body, layers, head, final_norm, step_ids, cos, sin, pos, keys, values, start, end, allowed):
