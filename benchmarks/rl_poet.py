@@ -2,8 +2,9 @@
 
 Samples N completions of the recipe's prompts at temperature 0.8 from the base and from the trained model and
 reports the share of line pairs that rhyme as the scheme asks (the first quatrain's complete lines), any-pair
-rhyme, distinct-2 (diversity across samples), self-BLEU-2 and the *base* model's perplexity of the samples
-(fluency); then quotes quatrains. The run is the real command: ``lmforge rl RECIPE model.base=BASE ...``.
+rhyme, distinct-2 (diversity across samples), self-BLEU-2, the share of words the base's corpus holds (known
+words: invented ones are the cheap way to rhyme) and the *base* model's perplexity of the samples (fluency);
+then quotes quatrains. The run is the real command: ``lmforge rl RECIPE model.base=BASE ...``.
 
     python benchmarks/rl_poet.py --base runs/demo --recipe recipes/rl-poet-en.yaml --lang en
     python benchmarks/rl_poet.py --base runs/poet-fr-tiny --recipe recipes/rl-poet-fr.yaml --lang fr
@@ -28,6 +29,7 @@ from common import OUT, machine  # noqa: E402
 from lmforge.core.config import load_config  # noqa: E402
 from lmforge.data.examples import encode_prompt  # noqa: E402
 from lmforge.model import load_model_and_tokenizer  # noqa: E402
+from lmforge.rewards.lexicon import known_share, lexicon  # noqa: E402
 from lmforge.rewards.verse import complete_lines, quatrains, rhyme_counts  # noqa: E402
 from lmforge.train.rollouts import distinct_n, sample  # noqa: E402
 
@@ -53,7 +55,9 @@ def self_bleu2(texts: list[str]) -> float:
 
 
 @torch.no_grad()
-def measure(model_dir: Path, base_dir: Path, prompts: list[str], n: int, max_new: int, lang: str, scheme: str):
+def measure(
+    model_dir: Path, base_dir: Path, prompts: list[str], n: int, max_new: int, lang: str, scheme: str, known: frozenset
+):
     model, tok = load_model_and_tokenizer(model_dir)
     base, _ = load_model_and_tokenizer(base_dir)
     settings = argparse.Namespace(temperature=0.8, top_k=None, top_p=None, max_new_tokens=max_new)
@@ -80,6 +84,7 @@ def measure(model_dir: Path, base_dir: Path, prompts: list[str], n: int, max_new
         "any_pair_rate": any_hit / max(any_asked, 1),
         "distinct_2": distinct_n(texts),
         "self_bleu_2": self_bleu2(texts),
+        "known_words": sum(known_share(t, known) for t in texts) / max(len(texts), 1),
         "base_perplexity": math.exp(nll / max(count, 1)),
         "quatrains": [q for q in quats if q.count("\n") == 3][:4],
     }
@@ -95,6 +100,11 @@ def main() -> None:
     ap.add_argument("--name", default=None)
     ap.add_argument("--eval-tokens", type=int, default=None, help="new tokens per sample (default: rl.max_new_tokens)")
     ap.add_argument("--after", default=None, help="measure this trained model against the base; no RL run")
+    ap.add_argument(
+        "--lexicon",
+        default=None,
+        help="the words counted as known (a corpus file; default: the demo corpus for en, French verse for fr)",
+    )
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     name = args.name or Path(args.recipe).stem
@@ -102,7 +112,9 @@ def main() -> None:
     prompts = [p.replace("\\n", "\n") for p in cfg.rl.prompts]
     max_new = args.eval_tokens or cfg.rl.max_new_tokens
     t0 = time.time()
-    before = measure(Path(args.base), Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme)
+    french = Path(__file__).resolve().parents[2] / "shared" / "data" / "french_poetry.txt"
+    known = lexicon(args.lexicon or ("demo" if args.lang == "en" else str(french)))
+    before = measure(Path(args.base), Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme, known)
     cmd = ["lmforge", "rl", args.recipe, f"model.base={args.base}", f"name={name}", *args.overrides]
     t1 = time.time()
     if args.after:  # a run made earlier: only the measurement
@@ -112,8 +124,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "lmforge.cli", *cmd[1:]], check=True)  # this interpreter's lmforge
         trained = cfg.run_dir / "model"
     rl_s = time.time() - t1
-    after = measure(trained, Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme)
-    keys = ["rhyme_rate", "any_pair_rate", "distinct_2", "self_bleu_2", "base_perplexity", "pairs_asked"]
+    after = measure(trained, Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme, known)
+    keys = ["rhyme_rate", "any_pair_rate", "distinct_2", "self_bleu_2", "known_words", "base_perplexity", "pairs_asked"]
     print(f"\n{'':<18}{'before':>10}{'after':>10}")
     for k in keys:
         print(f"{k:<18}{before[k]:>10.3f}{after[k]:>10.3f}")

@@ -145,6 +145,7 @@ class _Compiled:
                 opts = {"freezing": True, "cpp_wrapper": True}
                 if args[0].device.type == "cpu":  # inductor's own C++ GEMM kernels where they time faster than
                     opts.update(max_autotune=True, max_autotune_gemm_backends="CPP,ATEN")  # oneDNN's (small M)
+                    opts.update(autotune_num_choices_displayed=0)  # no timing tables on the user's terminal
                 with inductor.patch(**opts):
                     return torch._inductor.standalone_compile(graph, flat, dynamic_shapes="from_example_inputs")
         except Exception as e:  # torch's own errors: BackendCompilerFailed, a missing compiler, ...
