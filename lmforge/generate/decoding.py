@@ -99,7 +99,7 @@ def decode(
     """Prompt + new tokens ``[B, P + n]`` (n <= max_new_tokens), as ``model.generate`` returns them.
 
     input_ids, attention_mask: ``[B, P]``, left-padded. ``compiled``: the tokens after the prompt through
-    ``torch.compile`` (``lmforge.generate.compiled``; the model's projections plain ``nn.Linear`` layers)."""
+    one inductor-compiled graph (``lmforge.generate.compiled``; the model's projections plain ``nn.Linear`` layers)."""
     lm = _llama(model)
     cfg, body = lm.config, lm.model
     B, P = input_ids.shape

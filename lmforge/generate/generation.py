@@ -39,7 +39,7 @@ class GenerationSettings:
     stop: tuple[str, ...] = ()
     batch_size: int = 16
     dtype: str = "auto"  # weights to decode with: auto (the model's own), fp32, bf16 or fp16 (``precision``)
-    compile: bool = False  # the tokens after the prompt through torch.compile (``compiled``): for long-lived use
+    compile: bool = False  # the tokens after the prompt through one compiled graph (``compiled``): for long-lived use
 
     def __post_init__(self):
         # logits divided by a positive temperature this small overflow to infinities (NaN probabilities, a

@@ -26,7 +26,7 @@ from lmforge.core.errors import LmforgeError
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHOICES = ("auto", *DTYPES)
 """``auto``: the model's own dtype (no copy)."""
-COMPILE_HELP = "new tokens through torch.compile: seconds to compile per batch shape, then faster"
+COMPILE_HELP = "new tokens through one compiled C++ graph: 10-30 s to compile per batch shape, then much faster"
 DTYPE_HELP = "decode with weights in this precision (a cast copy; auto: the model's own; bf16: faster from ~10M params)"
 
 _copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {dtype: (stamp, copy)}

@@ -28,7 +28,7 @@ def load_engine(
 ):
     """A run, a folder, an adapter or a hub id, loaded once and owned by a new ``Engine``; ``dtype``: decode
     with its weights cast to fp32, bf16 or fp16 (LoRA merged first; ``lmforge.generate.precision``);
-    ``compile``: new tokens through ``torch.compile`` (``lmforge.generate.compiled``)."""
+    ``compile``: new tokens through one compiled graph (``lmforge.generate.compiled``)."""
     check_dtype(dtype)
     model, tokenizer = load_model_and_tokenizer(spec, device=device, trust_remote_code=trust_remote_code)
     limits = limits or Limits()
