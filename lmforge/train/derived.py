@@ -120,7 +120,7 @@ def print_derived(d: dict, out: Path | None = None) -> None:
         f"model: {d['params'] / 1e6:.2f}M parameters ({d['trainable_params'] / 1e6:.2f}M trainable), "
         f"{d['flops_per_token'] / 1e6:.1f} MFLOP/token (training)\n"
         f"schedule: {d['max_steps']} steps x {d['tokens_per_step']:,} tokens = {d['total_tokens'] / 1e6:.2f}M tokens; "
-        f"precision {d['precision']}, attention {d.get('attention')}; "
+        f"precision {'fp32' if d['precision'] == 'no' else d['precision']}, attention {d.get('attention')}; "
         f"matmul peak {d['matmul_peak_flops'] / 1e9:.0f} GFLOP/s; "
         f"estimated {est / 60:.1f} min at 40% of peak"
         + (
