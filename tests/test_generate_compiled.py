@@ -150,3 +150,21 @@ def test_several_batch_shapes_in_one_process(tiny_tokenizer):
     for rows in range(1, 5):
         ids = prompt_ids(tiny_tokenizer, ["The sea"] * rows)
         assert generate_ids(model, tiny_tokenizer, ids, settings, 2).shape == (rows, 2)
+
+
+def test_compiled_steps_die_with_their_model(tiny_tokenizer):
+    """A compiled step keeps the weights it froze, not the model: a server that loads another model (or a
+    notebook that drops one) gets the memory back."""
+    import gc
+    import weakref
+
+    import lmforge.generate.compiled as compiled
+
+    model = build_model(ModelConfig(preset="tiny", context=256), tiny_tokenizer, seed=4).eval()
+    settings = GenerationSettings(max_new_tokens=2, temperature=0, compile=True)
+    generate_ids(model, tiny_tokenizer, prompt_ids(tiny_tokenizer, ["The sea"]), settings, 2)
+    alive = weakref.ref(model)
+    assert model in compiled._steps
+    del model
+    gc.collect()
+    assert alive() is None

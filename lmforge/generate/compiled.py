@@ -126,6 +126,7 @@ class _Compiled:
     def __call__(self, ids, col, pos, real, keys: list, values: list):
         if self.fn is None:
             self.fn = self._compile((ids, col, pos, real, keys, values))
+            self.module = None  # the compiled code holds the weights it needs, not the model: ``_steps`` lets go
         return self.fn(ids, col, pos, real, *keys, *values)
 
     def _compile(self, args: tuple):
