@@ -116,9 +116,8 @@ class _Compiled:
     model's weights become constants of the graph) and compiled by inductor alone (``standalone_compile``),
     with weight freezing, the C++ wrapper and, on a CPU, each projection's kernel chosen by timing inductor's
     C++ GEMM template against oneDNN (seconds more to compile; at batch 1 the template is up to 2.6x faster in
-    bf16). Later calls go straight to the compiled code: no dynamo frame,
-    guards or argument flattening between the decoding loop and the graph (about a tenth of a small model's
-    token). A compilation that fails (no C++ compiler, say) is one clear error."""
+    bf16). Later calls go straight to the compiled code: no dynamo frame, guards or argument flattening between
+    the decoding loop and the graph. A compilation that fails (no C++ compiler, say) is one clear error."""
 
     def __init__(self, module: torch.nn.Module):
         self.module, self.fn = module, None

@@ -143,9 +143,9 @@ def decode(
             logits, best = step(step_ids, cols[start:end], pos[:, start], mask, keys, values)
         else:
             logits = _eager(body, layers, head, final_norm, step_ids, cos, sin, pos, keys, values, start, end, allowed)
-        done = seq[:, : P + n - 1]
+        so_far = seq[:, : P + n - 1]
         for proc in procs:
-            logits = proc(done, logits)
+            logits = proc(so_far, logits)
         if do_sample:
             nxt = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1).squeeze(1)
         else:  # the graph's own argmax of the logits, unless processors changed them
