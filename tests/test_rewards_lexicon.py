@@ -49,3 +49,24 @@ def test_in_a_weighted_sum(tmp_path):
     rewards = Rewards([RewardTerm.make("known_words", 2.0, {"source": str(corpus)})])
     total, parts = rewards(["The "], ["sea sky moon"])
     assert total == [pytest.approx(2 * 2 / 3)] and parts["known_words"] == [pytest.approx(2 / 3)]
+
+
+def test_rhyme_paid_only_on_known_end_words(tmp_path):
+    """rhyme_fr / rhyme_en with ``known_words``: a pair between made-up end words earns nothing, not even its
+    assonance credit; a pair between known words earns as before."""
+    pytest.importorskip("phonemizer")
+    corpus = tmp_path / "fr.txt"
+    corpus.write_text("Sous le ciel tout le miel, la mer amère.\n", encoding="utf-8")
+    poem = "Sous le ciel\nTout le miel\nLa regareté\nSa moraté\n"
+    fr = REWARDS.get("rhyme_fr")
+    assert fr(["x"], [poem]) == [1.0]  # two pairs rhyme by sound
+    assert fr(["x"], [poem], known_words=str(corpus)) == [0.5]  # regareté / moraté are not words of the corpus
+    assonant = "Sous le ciel\nTout le miel\nLa mer\nSa regarèle\n"  # mer / regarèle share their vowel only
+    assert fr(["x"], [assonant], assonance=0.25) == [0.625]
+    assert fr(["x"], [assonant], assonance=0.25, known_words=str(corpus)) == [0.5]  # no credit for a made-up word
+    words_en = tmp_path / "en.txt"
+    words_en.write_text("the night light\n", encoding="utf-8")
+    en = REWARDS.get("rhyme_en")
+    assert en(["x"], ["The night\nThe light\n"], known_words=str(words_en)) == [1.0]
+    assert en(["x"], ["The night\nThe blight\n"], known_words=str(words_en)) == [0.0]
+    assert en(["x"], ["The night\nThe blight\n"]) == [1.0]

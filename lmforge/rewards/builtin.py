@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from lmforge.core.errors import LmforgeError
 from lmforge.core.registry import REWARDS
-from lmforge.rewards.verse import _text
+from lmforge.rewards.combine import completion_text
 from lmforge.scoring import metrics as M
 from lmforge.scoring.tasks import load_task
 
@@ -20,7 +20,7 @@ from lmforge.scoring.tasks import load_task
 @REWARDS.register("json_valid")
 def json_valid(prompts: list, completions: list, **columns: Any) -> list[float]:
     """1 for a completion that parses as JSON (outer blanks ignored), else 0."""
-    return [M.json_valid(_text(c).strip()) for c in completions]
+    return [M.json_valid(completion_text(c).strip()) for c in completions]
 
 
 def _schema(schema: Any) -> Optional[dict]:
@@ -38,7 +38,7 @@ def schema_valid(prompts: list, completions: list, schema: Any = None, **columns
     fixed = _schema(schema)
     rows = columns.get("schema")
     return [
-        M.schema_valid(_text(c).strip(), schema=fixed if fixed is not None else _schema(rows[i]) if rows else None)
+        M.schema_valid(completion_text(c).strip(), schema=fixed if fixed is not None else _schema(rows[i]) if rows else None)
         for i, c in enumerate(completions)
     ]
 
@@ -59,7 +59,7 @@ def score(prompts: list, completions: list, task: Optional[str] = None, **column
     if t.output_key not in columns:
         raise LmforgeError(f"rewards: score needs the prompts' {t.output_key!r} column (rl.task gives it)")
     rows = [{k: v[i] for k, v in columns.items() if isinstance(v, list)} for i in range(len(completions))]
-    return [t.score(_text(c), row) for c, row in zip(completions, rows)]
+    return [t.score(completion_text(c), row) for c, row in zip(completions, rows)]
 
 
 def fluency(prompts: list, completions: list, ref_mean_logprob: Optional[list] = None, **columns: Any) -> list[float]:

@@ -20,6 +20,13 @@ from lmforge.core.errors import LmforgeError, did_you_mean
 from lmforge.core.registry import REWARDS
 
 
+def completion_text(completion: Any) -> str:
+    """A completion as TRL passes it: plain text, or a conversation (its last message's content)."""
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        return str(completion[-1].get("content", ""))
+    return str(completion)
+
+
 @dataclass(frozen=True)
 class RewardTerm:
     name: str

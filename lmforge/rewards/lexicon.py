@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from lmforge.core.errors import LmforgeError
 from lmforge.core.registry import REWARDS
-from lmforge.rewards.verse import _text
+from lmforge.rewards.combine import completion_text
 
 WORD = re.compile(r"[^\W\d_]+")
 
@@ -62,4 +62,4 @@ def known_words(
     if not source:
         raise LmforgeError("rewards: known_words needs args.source (a corpus or word list file, or demo)")
     known = lexicon(str(source), int(min_count))
-    return [known_share(_text(c), known) for c in completions]
+    return [known_share(completion_text(c), known) for c in completions]

@@ -8,10 +8,12 @@ share of those pairs (lines, for ``any``) that rhyme.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from lmforge.core.errors import LmforgeError
 from lmforge.core.registry import REWARDS
+from lmforge.rewards.combine import completion_text
+from lmforge.rewards.lexicon import lexicon, words
 from lmforge.rewards.phonetics import assonates, last_word, rhymes, syllables
 
 SCHEMES = {"AABB": ((0, 1), (2, 3)), "ABAB": ((0, 2), (1, 3)), "ABBA": ((0, 3), (1, 2))}
@@ -37,15 +39,28 @@ def scheme_pairs(n_lines: int, scheme: str) -> list[tuple[int, int]]:
 
 
 def rhyme_counts(
-    text: str, lang: str, scheme: str = "AABB", assonance: float = 0.0, eye_rhymes: bool = True
+    text: str,
+    lang: str,
+    scheme: str = "AABB",
+    assonance: float = 0.0,
+    eye_rhymes: bool = True,
+    known: Optional[frozenset] = None,
 ) -> tuple[float, int]:
     """(rhyming, asked): pairs the scheme asks for that rhyme, and pairs it asks for; for ``any``, lines that
     rhyme with another line of their quatrain, and lines in quatrains of at least two lines. With ``assonance``
     a pair that does not rhyme but shares the rhyme's vowel counts for that much (a denser reward);
-    ``eye_rhymes`` (English) counts the eye rhymes of English verse (love / move; ``phonetics.rhymes``)."""
+    ``eye_rhymes`` (English) counts the eye rhymes of English verse (love / move; ``phonetics.rhymes``).
+    With ``known`` (a set of words) a pair counts only when both its end words are in it: a rhyme between
+    made-up words ("regareté / regardassé") earns nothing."""
     hit, asked = 0.0, 0
 
+    def real(word: str) -> bool:
+        parts = words(word)
+        return bool(parts) and all(p in known for p in parts)
+
     def tie(a: str, b: str) -> float:
+        if known is not None and not (real(a) and real(b)):
+            return 0.0
         if rhymes(a, b, lang, eye=eye_rhymes):
             return 1.0
         return assonance if assonance and assonates(a, b, lang) else 0.0
@@ -79,28 +94,37 @@ def complete_lines(text: str) -> str:
     return text if text.endswith("\n") else text[: text.rfind("\n") + 1]
 
 
-def _rhyme(completions: list, lang: str, scheme: str, assonance: float, eye_rhymes: bool = True) -> list[float]:
+def _rhyme(
+    completions: list,
+    lang: str,
+    scheme: str,
+    assonance: float,
+    eye_rhymes: bool = True,
+    known_words: Optional[str] = None,
+    min_count: int = 1,
+) -> list[float]:
+    known = lexicon(str(known_words), int(min_count)) if known_words else None
     out = []
     for c in completions:
-        hit, asked = rhyme_counts(complete_lines(_text(c)), lang, scheme, assonance, eye_rhymes)
+        hit, asked = rhyme_counts(complete_lines(completion_text(c)), lang, scheme, assonance, eye_rhymes, known)
         out.append(hit / asked if asked else 0.0)
     return out
 
 
-def _text(completion: Any) -> str:
-    """A completion as TRL passes it: plain text, or a conversation (its last message's content)."""
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        return str(completion[-1].get("content", ""))
-    return str(completion)
-
-
 @REWARDS.register("rhyme_fr")
 def rhyme_fr(
-    prompts: list, completions: list, scheme: str = "AABB", assonance: float = 0.0, **columns: Any
+    prompts: list,
+    completions: list,
+    scheme: str = "AABB",
+    assonance: float = 0.0,
+    known_words: Optional[str] = None,
+    min_count: int = 1,
+    **columns: Any,
 ) -> list[float]:
     """Share of the pairs the scheme asks for whose French line ends rhyme (espeak-ng pronunciations); a last
-    line without its newline (cut by the token budget) is not counted."""
-    return _rhyme(completions, "fr", scheme, assonance)
+    line without its newline (cut by the token budget) is not counted. ``known_words: corpus.txt`` pays a pair
+    only when both end words occur (``min_count`` times) in that corpus or word list."""
+    return _rhyme(completions, "fr", scheme, assonance, known_words=known_words, min_count=min_count)
 
 
 @REWARDS.register("rhyme_en")
@@ -110,11 +134,14 @@ def rhyme_en(
     scheme: str = "AABB",
     assonance: float = 0.0,
     eye_rhymes: bool = True,
+    known_words: Optional[str] = None,
+    min_count: int = 1,
     **columns: Any,
 ) -> list[float]:
     """Share of the pairs the scheme asks for whose English line ends rhyme (CMUdict, espeak-ng fallback);
-    ``eye_rhymes: false`` judges by sound alone (no love / move)."""
-    return _rhyme(completions, "en", scheme, assonance, eye_rhymes)
+    ``eye_rhymes: false`` judges by sound alone (no love / move); ``known_words`` (a corpus, a word list or
+    ``demo``) pays a pair only when both its end words are in it."""
+    return _rhyme(completions, "en", scheme, assonance, eye_rhymes, known_words, min_count)
 
 
 @REWARDS.register("syllables")
@@ -124,7 +151,7 @@ def syllables_reward(
     """Share of a completion's lines with ``target`` syllables (within ``tolerance``): 12 for the alexandrine."""
     out = []
     for c in completions:
-        lines = [ln for ln in _text(c).split("\n") if ln.strip()]
+        lines = [ln for ln in completion_text(c).split("\n") if ln.strip()]
         ok = sum(abs(syllables(ln, lang) - target) <= tolerance for ln in lines)
         out.append(ok / len(lines) if lines else 0.0)
     return out
