@@ -140,6 +140,17 @@ def test_task_score_reward_is_the_task_metric(tmp_path):
     got = fn(prompts=["q1", "q2"], completions=['{"x": 1}\nmore', '{"x": 3}'], input=["q1", "q2"],
              output=[r["output"] for r in rows])  # fmt: skip
     assert got == pytest.approx([2 / 3, 1.0])  # one of two facts found (precision 1, recall 1/2)
+    # the task's F1 plus a bonus for the exact answer: score twice, the second labelled, with another metric
+    both = Rewards([RewardTerm.make("score", args={"task": str(task)}),
+                    RewardTerm.make("score", 0.5, {"task": str(task), "metric": "json_em"}, label="exact")])  # fmt: skip
+    total, parts = both(["q1", "q2"], ['{"x": 1}\nmore', '{"x": 3}'], input=["q1", "q2"],
+                        output=[r["output"] for r in rows])  # fmt: skip
+    assert parts["score"] == pytest.approx([2 / 3, 1.0]) and parts["exact"] == [0.0, 1.0]
+    assert total == pytest.approx([2 / 3, 1.5])
+    with pytest.raises(LmforgeError, match="json_em"):  # a misspelt metric is named, with the right one
+        RewardTerm.make("score", args={"task": str(task), "metric": "json_emm"}).fn(
+            prompts=["q1"], completions=["{}"], input=["q1"], output=[rows[0]["output"]]
+        )
 
 
 def test_weighted_sum_user_reward_and_errors():

@@ -28,6 +28,9 @@ class RewardSpec(_Section):
     weight: float = 1.0
     args: dict[str, Any] = {}
     """Keyword arguments of the reward, e.g. {scheme: ABAB} or {task: examples/cantos/task.yaml}."""
+    label: Optional[str] = None
+    """The component's name in the logs (default: name); lets one reward appear twice with other args,
+    e.g. score with the task's field F1 and, labelled exact, score with {metric: json_em} as a bonus."""
 
 
 class RLConfig(_Section):

@@ -34,7 +34,8 @@ class RewardTerm:
     fn: Callable
 
     @classmethod
-    def make(cls, name: str, weight: float = 1.0, args: dict | None = None) -> RewardTerm:
+    def make(cls, name: str, weight: float = 1.0, args: dict | None = None, label: str | None = None) -> RewardTerm:
+        """``label``: the component's name in the sum and the logs (default: the reward's name)."""
         fn = REWARDS.get(name)
         args = dict(args or {})
         params = inspect.signature(fn).parameters
@@ -47,7 +48,7 @@ class RewardTerm:
                     f"rl.rewards: {name} takes no {key!r}" + (did_you_mean(key, named) if named else "; it takes none")
                 )
         bound = functools.partial(fn, **args) if args else fn
-        return cls(name, float(weight), bound)
+        return cls(label or name, float(weight), bound)
 
     @property
     def needs_reference(self) -> bool:
@@ -62,7 +63,9 @@ class Rewards:
             raise LmforgeError("rl.rewards: declare at least one reward, e.g. [{name: rhyme_en}]")
         names = [t.name for t in terms]
         if len(set(names)) != len(names):
-            raise LmforgeError(f"rl.rewards: {names} names a reward twice; give each once with its weight")
+            raise LmforgeError(
+                f"rl.rewards: {names} names a reward twice; give each once with its weight, or each its own label"
+            )
         self.terms = terms
 
     @property

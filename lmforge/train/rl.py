@@ -77,7 +77,7 @@ def load_pairs(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
 
 
 def make_rewards(cfg: RunConfig) -> Rewards:
-    return Rewards([RewardTerm.make(r.name, r.weight, r.args) for r in cfg.rl.rewards])
+    return Rewards([RewardTerm.make(r.name, r.weight, r.args, r.label) for r in cfg.rl.rewards])
 
 
 def plan(cfg: RunConfig, accelerator, precision: str, resume: bool) -> Plan:
