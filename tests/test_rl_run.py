@@ -54,6 +54,10 @@ def test_rl_cli_runs_each_algorithm_and_logs_each_reward(tmp_path, tiny_model_di
     args = rl_overrides(tmp_path, algorithm, tiny_model_dir, algorithm)
     if algorithm == "tb":
         args += ["rl.ref_temperature=2.0", "rl.ref_temperature_end=1.0", "rl.reuse=2"]
+    twice = algorithm == "grpo"  # one reward declared twice, the second under its own label
+    if twice:
+        args += ["rl.rewards=[{name: json_valid, weight: 1.0}, {name: tests.user_plugins:length_reward, weight: 0.01},"
+                 " {name: tests.user_plugins:length_reward, weight: 0.02, label: longer}]"]  # fmt: skip
     assert main(["rl", str(write_empty(tmp_path)), *args]) == 0
     run = tmp_path / "runs" / algorithm
     rows = metrics(run)
@@ -62,6 +66,9 @@ def test_rl_cli_runs_each_algorithm_and_logs_each_reward(tmp_path, tiny_model_di
     for r in rollout:
         # the total is the weighted sum of the logged components
         want = r["rollout/reward/json_valid"] + 0.01 * r["rollout/reward/tests.user_plugins:length_reward"]
+        if twice:
+            assert r["rollout/reward/longer"] == r["rollout/reward/tests.user_plugins:length_reward"]
+            want += 0.02 * r["rollout/reward/longer"]
         assert r["rollout/reward"] == pytest.approx(want, rel=1e-5)
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows if "loss" in r)
     evals = [r for r in rows if "reward/json_valid" in r]
