@@ -8,7 +8,7 @@ of the second whose rhyme rate is nearest. Rows whose rates differ by more than 
 compared. Prints the table and writes ``benchmarks/out/gflownet_vs_rloo.json``.
 
   python benchmarks/gflownet_vs_rloo.py --base runs/demo/model --recipe recipes/rl-poet-en.yaml \
-      --runs tb=runs/rl-poet-en-gflownet rloo=runs/rl-poet-en --eval-tokens 96 --samples 120
+      --runs tb=runs/rl-poet-en-gflownet rloo=runs/rl-poet-en,runs/rl-poet-en-fine --eval-tokens 96 --samples 120
 """
 
 from __future__ import annotations
@@ -29,20 +29,24 @@ from lmforge.rewards.lexicon import lexicon  # noqa: E402
 KEYS = ["rhyme_rate", "distinct_2", "self_bleu_2", "known_words", "base_perplexity"]
 
 
-def checkpoints(run: Path) -> list[tuple[int, Path]]:
-    """(step, model dir) of a run's saved checkpoints, in step order."""
-    out = []
-    for d in sorted((run / "checkpoints").glob("step-*")):
-        if (d / "model").is_dir():
-            out.append((int(d.name.split("-")[1]), d / "model"))
-    return out
+def checkpoints(runs: list[Path]) -> list[tuple[int, Path]]:
+    """(step, model dir) of the saved checkpoints of one run, in step order; several folders are one run's
+    pieces (e.g. a copy resumed from step 700 that saved every 10 steps), the first holding a step wins."""
+    out: dict[int, Path] = {}
+    for run in runs:
+        for d in (run / "checkpoints").glob("step-*"):
+            if (d / "model").is_dir():
+                out.setdefault(int(d.name.split("-")[1]), d / "model")
+    return sorted(out.items())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", required=True)
     ap.add_argument("--recipe", required=True, help="the recipe whose prompts are sampled")
-    ap.add_argument("--runs", nargs=2, required=True, metavar="NAME=RUN_DIR", help="first: GFlowNet, second: RLOO")
+    ap.add_argument(
+        "--runs", nargs=2, required=True, metavar="NAME=RUN_DIR[,RUN_DIR]", help="first: GFlowNet, second: RLOO"
+    )
     ap.add_argument("--lang", default="en")
     ap.add_argument("--samples", type=int, default=120)
     ap.add_argument("--eval-tokens", type=int, default=None)
@@ -61,7 +65,7 @@ def main() -> None:
     for spec in args.runs:
         name, run = spec.split("=", 1)
         table[name] = []
-        for step, model in checkpoints(Path(run)):
+        for step, model in checkpoints([Path(r) for r in run.split(",")]):
             m = measure(model, Path(args.base), prompts, args.samples, max_new, args.lang, "AABB", known)
             table[name].append({"step": step, **m})
             print(f"{name:<6} step {step:>5}  " + "  ".join(f"{k} {m[k]:.3f}" for k in KEYS), flush=True)
@@ -71,14 +75,17 @@ def main() -> None:
         rb = min(rows_b, key=lambda r: abs(r["rhyme_rate"] - ra["rhyme_rate"]))
         if abs(rb["rhyme_rate"] - ra["rhyme_rate"]) <= args.tolerance:
             pairs.append({a: {k: ra[k] for k in ["step", *KEYS]}, b: {k: rb[k] for k in ["step", *KEYS]}})
-    print(f"\nbase: " + "  ".join(f"{k} {base[k]:.3f}" for k in KEYS))
+    print("\nbase: " + "  ".join(f"{k} {base[k]:.3f}" for k in KEYS))
     print(f"\n{'pair':<5}{'run':<7}{'step':>6}" + "".join(f"{k:>17}" for k in KEYS))
     for i, p in enumerate(pairs):
         for name in (a, b):
             r = p[name]
             print(f"{i:<5}{name:<7}{r['step']:>6}" + "".join(f"{r[k]:>17.3f}" for k in KEYS))
-    more_diverse = sum(p[a]["distinct_2"] > p[b]["distinct_2"] and p[a]["self_bleu_2"] < p[b]["self_bleu_2"] for p in pairs)
-    print(f"\n{a} more diverse on both measures in {more_diverse} of {len(pairs)} pairs at equal rhyme (±{args.tolerance})")
+    more_diverse = sum(
+        p[a]["distinct_2"] > p[b]["distinct_2"] and p[a]["self_bleu_2"] < p[b]["self_bleu_2"] for p in pairs
+    )
+    print(f"\n{a} more diverse on both measures in {more_diverse} of {len(pairs)} pairs at equal rhyme", end="")
+    print(f" (within {args.tolerance})")
     out = {
         "command": " ".join(sys.argv),
         "base": base,
