@@ -56,13 +56,21 @@ def self_bleu2(texts: list[str]) -> float:
 
 @torch.no_grad()
 def measure(
-    model_dir: Path, base_dir: Path, prompts: list[str], n: int, max_new: int, lang: str, scheme: str, known: frozenset
+    model_dir: Path,
+    base_dir: Path,
+    prompts: list[str],
+    n: int,
+    max_new: int,
+    lang: str,
+    scheme: str,
+    known: frozenset,
+    seed: int = 1234,
 ):
     model, tok = load_model_and_tokenizer(model_dir)
     base, _ = load_model_and_tokenizer(base_dir)
     settings = argparse.Namespace(temperature=0.8, top_k=None, top_p=None, max_new_tokens=max_new)
     ids = [encode_prompt(prompts[i % len(prompts)], tok) for i in range(n)]
-    outs = sample(model, tok, ids, 1, settings, seed=1234)
+    outs = sample(model, tok, ids, 1, settings, seed=seed)
     texts = [tok.decode(o, skip_special_tokens=True) for o in outs]
     quats = [first_quatrain(prompts[i % len(prompts)] + t) for i, t in enumerate(texts)]
     hit = asked = any_hit = any_asked = 0
@@ -105,6 +113,9 @@ def main() -> None:
         default=None,
         help="the words counted as known (a corpus file; default: the demo corpus for en, French verse for fr)",
     )
+    ap.add_argument(
+        "--seed", type=int, default=1234, help="the sampling seed (another one checks a step chosen on the first)"
+    )
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     name = args.name or Path(args.recipe).stem
@@ -114,7 +125,9 @@ def main() -> None:
     t0 = time.time()
     french = Path(__file__).resolve().parents[2] / "shared" / "data" / "french_poetry.txt"
     known = lexicon(args.lexicon or ("demo" if args.lang == "en" else str(french)))
-    before = measure(Path(args.base), Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme, known)
+    before = measure(
+        Path(args.base), Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme, known, args.seed
+    )
     cmd = ["lmforge", "rl", args.recipe, f"model.base={args.base}", f"name={name}", *args.overrides]
     t1 = time.time()
     if args.after:  # a run made earlier: only the measurement
@@ -124,7 +137,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "lmforge.cli", *cmd[1:]], check=True)  # this interpreter's lmforge
         trained = cfg.run_dir / "model"
     rl_s = time.time() - t1
-    after = measure(trained, Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme, known)
+    after = measure(trained, Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme, known, args.seed)
     keys = ["rhyme_rate", "any_pair_rate", "distinct_2", "self_bleu_2", "known_words", "base_perplexity", "pairs_asked"]
     print(f"\n{'':<18}{'before':>10}{'after':>10}")
     for k in keys:
