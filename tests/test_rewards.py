@@ -141,10 +141,10 @@ def test_task_score_reward_is_the_task_metric(tmp_path):
              output=[r["output"] for r in rows])  # fmt: skip
     assert got == pytest.approx([2 / 3, 1.0])  # one of two facts found (precision 1, recall 1/2)
     # the task's F1 plus a bonus for the exact answer: score twice, the second labelled, with another metric
-    both = Rewards([RewardTerm.make("score", args={"task": str(task)}),
-                    RewardTerm.make("score", 0.5, {"task": str(task), "metric": "json_em"}, label="exact")])  # fmt: skip
-    total, parts = both(["q1", "q2"], ['{"x": 1}\nmore', '{"x": 3}'], input=["q1", "q2"],
-                        output=[r["output"] for r in rows])  # fmt: skip
+    f1 = RewardTerm.make("score", args={"task": str(task)})
+    exact = RewardTerm.make("score", 0.5, {"task": str(task), "metric": "json_em"}, label="exact")
+    refs = [r["output"] for r in rows]
+    total, parts = Rewards([f1, exact])(["q1", "q2"], ['{"x": 1}\nmore', '{"x": 3}'], input=["q1", "q2"], output=refs)
     assert parts["score"] == pytest.approx([2 / 3, 1.0]) and parts["exact"] == [0.0, 1.0]
     assert total == pytest.approx([2 / 3, 1.5])
     with pytest.raises(LmforgeError, match="json_em"):  # a misspelt metric is named, with the right one

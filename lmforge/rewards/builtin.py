@@ -39,7 +39,9 @@ def schema_valid(prompts: list, completions: list, schema: Any = None, **columns
     fixed = _schema(schema)
     rows = columns.get("schema")
     return [
-        M.schema_valid(completion_text(c).strip(), schema=fixed if fixed is not None else _schema(rows[i]) if rows else None)
+        M.schema_valid(
+            completion_text(c).strip(), schema=fixed if fixed is not None else _schema(rows[i]) if rows else None
+        )
         for i, c in enumerate(completions)
     ]
 
