@@ -2,9 +2,10 @@
 
 Two RL runs on the same poet keep checkpoints along the way (``train.save_every``); every checkpoint of both
 is measured as ``benchmarks/rl_poet.py`` measures a model (samples at temperature 0.8 from the recipe's
-prompts, the first quatrain's complete lines: the share of AABB pairs that rhyme, distinct-2, self-BLEU-2,
-known words, the base model's perplexity), and each checkpoint of the first run is set beside the checkpoint
-of the second whose rhyme rate is nearest. Rows whose rates differ by more than ``--tolerance`` are not
+prompts, the first quatrain's complete lines: the share of AABB pairs that rhyme, how many rhyme sounds the
+line ends use and the commonest one's share, distinct-2, self-BLEU-2, known words, the base model's
+perplexity), and each checkpoint of the first run is set beside the checkpoint of the second whose rhyme rate
+is nearest. Rows whose rates differ by more than ``--tolerance`` are not
 compared. Prints the table and writes ``benchmarks/out/gflownet_vs_rloo.json``.
 
   python benchmarks/gflownet_vs_rloo.py --base runs/demo/model --recipe recipes/rl-poet-en.yaml \
@@ -26,7 +27,7 @@ from rl_poet import measure  # noqa: E402
 from lmforge.core.config import load_config  # noqa: E402
 from lmforge.rewards.lexicon import lexicon  # noqa: E402
 
-KEYS = ["rhyme_rate", "distinct_2", "self_bleu_2", "known_words", "base_perplexity"]
+KEYS = ["rhyme_rate", "rhyme_sounds", "top_sound_share", "distinct_2", "self_bleu_2", "known_words", "base_perplexity"]
 
 
 def checkpoints(runs: list[Path]) -> list[tuple[int, Path]]:

@@ -30,6 +30,7 @@ from lmforge.core.config import load_config  # noqa: E402
 from lmforge.data.examples import encode_prompt  # noqa: E402
 from lmforge.model import load_model_and_tokenizer  # noqa: E402
 from lmforge.rewards.lexicon import known_share, lexicon  # noqa: E402
+from lmforge.rewards.phonetics import last_word, rhyme_keys  # noqa: E402
 from lmforge.rewards.verse import complete_lines, quatrains, rhyme_counts  # noqa: E402
 from lmforge.train.rollouts import distinct_n, sample  # noqa: E402
 
@@ -37,6 +38,20 @@ from lmforge.train.rollouts import distinct_n, sample  # noqa: E402
 def first_quatrain(text: str) -> str:
     q = quatrains(complete_lines(text))
     return "\n".join(q[0]) if q else ""
+
+
+def rhyme_sounds(quats: list[str], lang: str) -> tuple[int, float]:
+    """How many different rhyme sounds the quatrains' line ends use, and the share of the commonest: a poet
+    that rhymes every line on one sound (-é, -ée, -és) scores high on rhyme and on distinct-n alike."""
+    sounds: Counter = Counter()
+    for q in quats:
+        for line in q.split("\n"):
+            word = last_word(line)
+            if word:
+                keys = rhyme_keys(word, lang)
+                sounds[keys[0] if keys else word] += 1
+    total = sum(sounds.values())
+    return len(sounds), (sounds.most_common(1)[0][1] / total if total else 0.0)
 
 
 def self_bleu2(texts: list[str]) -> float:
@@ -86,8 +101,11 @@ def measure(
         tgt = x[0, 1:]
         tok_logp = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)[len(p) - 1 :]
         nll, count = nll - float(tok_logp.sum()), count + len(o)
+    n_sounds, top_sound = rhyme_sounds(quats, lang)
     return {
         "rhyme_rate": hit / max(asked, 1),
+        "rhyme_sounds": n_sounds,
+        "top_sound_share": top_sound,
         "pairs_asked": asked,
         "any_pair_rate": any_hit / max(any_asked, 1),
         "distinct_2": distinct_n(texts),
@@ -138,7 +156,8 @@ def main() -> None:
         trained = cfg.run_dir / "model"
     rl_s = time.time() - t1
     after = measure(trained, Path(args.base), prompts, args.samples, max_new, args.lang, args.scheme, known, args.seed)
-    keys = ["rhyme_rate", "any_pair_rate", "distinct_2", "self_bleu_2", "known_words", "base_perplexity", "pairs_asked"]
+    keys = ["rhyme_rate", "any_pair_rate", "rhyme_sounds", "top_sound_share", "distinct_2", "self_bleu_2"]
+    keys += ["known_words", "base_perplexity", "pairs_asked"]
     print(f"\n{'':<18}{'before':>10}{'after':>10}")
     for k in keys:
         print(f"{k:<18}{before[k]:>10.3f}{after[k]:>10.3f}")
