@@ -15,13 +15,12 @@ compared. Prints the table and writes ``benchmarks/out/gflownet_vs_rloo.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, machine  # noqa: E402
+from common import machine, write_json  # noqa: E402
 from rl_poet import measure  # noqa: E402
 
 from lmforge.core.config import load_config  # noqa: E402
@@ -96,10 +95,7 @@ def main() -> None:
         "seconds": time.time() - t0,
         "machine": machine(),
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{args.out}.json"
-    path.write_text(json.dumps(out, indent=1, ensure_ascii=False), encoding="utf-8")
-    print(f"wrote {path}")
+    print(f"wrote {write_json(f'{args.out}.json', out)}")
 
 
 if __name__ == "__main__":

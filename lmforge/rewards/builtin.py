@@ -59,14 +59,13 @@ def score(
     The rows are rebuilt from ``columns`` (the task's input and reference output of each prompt)."""
     if not task:
         raise LmforgeError("rewards: score needs args.task (a task YAML, name or package.module:function)")
-    if (task, metric) not in _TASKS:
-        t = _TASKS[task, None] if (task, None) in _TASKS else load_task(task)
-        _TASKS[task, None] = t
-        if metric is not None:
-            if M.METRICS.get(metric).fn is None:  # an unknown name fails here, with a suggestion
-                raise LmforgeError(f"rewards: score's metric {metric!r} is computed on whole texts, not per answer")
-            _TASKS[task, metric] = replace(t, reward_metric=metric)
-    t = _TASKS[task, metric]
+    if task not in _TASKS:
+        _TASKS[task] = load_task(task)
+    t = _TASKS[task]
+    if metric is not None:
+        if M.METRICS.get(metric).fn is None:  # an unknown name fails here, with a suggestion
+            raise LmforgeError(f"rewards: score's metric {metric!r} is computed on whole texts, not per answer")
+        t = replace(t, reward_metric=metric)
     if t.output_key not in columns:
         raise LmforgeError(f"rewards: score needs the prompts' {t.output_key!r} column (rl.task gives it)")
     rows = [{k: v[i] for k, v in columns.items() if isinstance(v, list)} for i in range(len(completions))]
